@@ -1,0 +1,166 @@
+"""The engine: validate, then run the configured stages in order; terminate is guaranteed.
+
+A stage that raises marks the run failed and the later stages skipped, except the `always` ones. Ctrl-C or
+SIGTERM marks it interrupted, and the always-stages run shielded from further signals. Whatever happened,
+a pod that was created and not yet terminated is terminated here, even if the pipeline lists no stage
+that would do it.
+"""
+from __future__ import annotations
+
+import secrets
+import time
+import traceback
+from pathlib import Path
+
+from loguru import logger
+from omegaconf import DictConfig
+
+from engine import logs, signals, summary
+from engine.context import RunContext
+from engine.errors import Interrupted, LorapodError
+from engine.providers.base import current_pod, make_provider
+from engine.secrets import load_dotenv, redact
+from engine.state import RunState, StageRecord, now
+from engine.validate import validate
+
+_exit_codes: list[int] = []  # one per job: a sweep exits non-zero when any of its runs failed
+
+
+def exit_status() -> int:
+    return max(_exit_codes, default=0)
+
+
+def _run_dir(cfg: DictConfig) -> Path:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:  # composed without @hydra.main (tests): the caller must set run_dir
+        return Path(cfg.get("run_dir") or f"runs/{time.strftime('%Y-%m-%d/%H-%M-%S')}")
+
+
+def new_run_id() -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def build_stages(cfg: DictConfig) -> list[tuple[str, object]]:
+    from hydra.utils import instantiate
+
+    stages = []
+    for name, node in cfg.pipeline.stages.items():
+        stage = instantiate(node)
+        if not getattr(stage, "name", ""):
+            stage.name = name
+        stage.always = bool(getattr(stage, "always", False))
+        stages.append((name, stage))
+    return stages
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, LorapodError):
+        return str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted by Ctrl-C"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _run_stage(ctx: RunContext, name: str, stage) -> None:
+    record = StageRecord(status="running", started_at=now())
+    ctx.state.stages[name] = record
+    ctx.stage = name
+    ctx.save()
+    started = time.monotonic()
+    with logger.contextualize(stage=name):
+        try:
+            stage.run(ctx)
+            record.status = "succeeded"
+        except (KeyboardInterrupt, Interrupted) as exc:
+            record.status, record.error = "interrupted", _describe(exc)
+            ctx.state.status = "interrupted"
+            logger.warning(f"{record.error}: stopping after cleanup")
+        except Exception as exc:
+            record.status, record.error = "failed", redact(_describe(exc))
+            if ctx.state.status == "running":
+                ctx.state.status = "failed"
+            logger.error(f"{name} failed: {record.error}")
+            if not isinstance(exc, LorapodError):
+                logger.debug(redact(traceback.format_exc()))  # an unexpected error: the traceback is for run.log
+        finally:
+            record.ended_at = now()
+            record.seconds = round(time.monotonic() - started, 3)
+            ctx.save()
+
+
+def _ensure_terminated(ctx: RunContext) -> None:
+    """The guarantee behind `terminate`: no pod outlives the run, whatever the pipeline listed."""
+    pod = ctx.state.pod
+    if not pod or pod.get("terminated"):
+        return
+    with logger.contextualize(stage="terminate"):
+        logger.warning(f"pod {pod['id']} is still up after the pipeline ended: terminating it")
+        try:
+            from stages.terminate import terminate_pod
+
+            terminate_pod(ctx, current_pod(ctx))
+        except Exception as exc:
+            logger.error(_describe(exc))
+            ctx.state.status = "failed"
+
+
+def run(cfg: DictConfig) -> int:
+    run_dir = _run_dir(cfg).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    logs.setup(run_dir)
+    load_dotenv()
+    ctx = RunContext(cfg=cfg, run_dir=run_dir, state=RunState(run_id=new_run_id()))
+    logger.info(f"run {ctx.run_id} -> {run_dir}")
+
+    try:
+        validate(cfg)
+        stages = build_stages(cfg)
+        ctx.provider = make_provider(ctx)
+    except LorapodError as exc:
+        return _finish(ctx, "failed", exc, stage="config")
+
+    with signals.interruptible():
+        try:
+            for name, stage in stages:
+                if ctx.state.status != "running" and not stage.always:
+                    ctx.state.stages[name] = StageRecord(status="skipped")
+                    continue
+                if stage.always:
+                    with signals.shielded():
+                        _run_stage(ctx, name, stage)
+                else:
+                    _run_stage(ctx, name, stage)
+        except (KeyboardInterrupt, Interrupted):  # between two stages
+            ctx.state.status = "interrupted"
+            for name, stage in stages:
+                if name not in ctx.state.stages and stage.always:
+                    with signals.shielded():
+                        _run_stage(ctx, name, stage)
+        finally:
+            with signals.shielded():
+                _ensure_terminated(ctx)
+    status = "succeeded" if ctx.state.status == "running" else ctx.state.status
+    return _finish(ctx, status)
+
+
+def _finish(ctx: RunContext, status: str, exc: LorapodError | None = None, stage: str | None = None) -> int:
+    ctx.state.status = status
+    ctx.state.ended_at = now()
+    if exc is not None:
+        ctx.state.stages[stage] = StageRecord(status="failed", error=redact(str(exc)))
+        logger.bind(stage=stage).error(str(exc))
+    ctx.save()
+    result = summary.write(ctx)
+    code = {"succeeded": 0, "interrupted": 130}.get(status, exc.exit_code if exc else 1)
+    _exit_codes.append(code)
+    where = result["paths"]["adapter"] or ctx.run_dir
+    line = f"{status} in {result['seconds']:.1f}s; "
+    line += f"adapter: {where}" if result["paths"]["adapter"] else f"details: {ctx.run_dir / 'run.log'}"
+    (logger.success if status == "succeeded" else logger.error)(line)
+    return code
+
+
+__all__ = ["run", "exit_status"]

@@ -1,0 +1,42 @@
+"""Secrets come from the environment or a `.env` file, and are known here so logs can redact them.
+
+Nothing secret is ever put into the composed config: providers read their key from the environment by
+name, so `.hydra/`, state.json and run-summary.json cannot hold one.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+# Names whose values are redacted wherever they show up, and key shapes redacted even when unnamed.
+SECRET_NAMES = ("RUNPOD_API_KEY",)
+_KEY_SHAPES = re.compile(r"rpa_[A-Za-z0-9]{8,}")
+REDACTED = "***"
+
+
+def load_dotenv(path: Path = Path(".env")) -> list[str]:
+    """Fill unset variables from a KEY=VALUE file; the environment wins. Returns the names it set."""
+    if not path.is_file():
+        return []
+    loaded = []
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.removeprefix("export ").split("=", 1)
+        key, value = key.strip(), value.strip().strip("'\"")
+        if key and key not in os.environ:
+            os.environ[key] = value
+            loaded.append(key)
+    return loaded
+
+
+def secret_values() -> list[str]:
+    return [v for v in (os.environ.get(n) for n in SECRET_NAMES) if v and len(v) >= 4]
+
+
+def redact(text: str) -> str:
+    for value in secret_values():
+        text = text.replace(value, REDACTED)
+    return _KEY_SHAPES.sub(REDACTED, text)

@@ -1,0 +1,44 @@
+"""Ctrl-C and SIGTERM: interrupt the running stage, then shield the always-stages (terminate) from more.
+
+A second Ctrl-C while the pod is being deleted must not leave it billing, so during cleanup the signals
+are only acknowledged. SIGKILL is still there for a cleanup that hangs, and says so in the log.
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+
+from loguru import logger
+
+from engine.errors import Interrupted
+
+
+def _raise(signum, frame):
+    raise Interrupted(f"received {signal.Signals(signum).name}", "the run stops; cleanup still runs")
+
+
+def _acknowledge(signum, frame):
+    logger.warning(f"{signal.Signals(signum).name} received during cleanup: finishing cleanup first "
+                   "so nothing is left billing")
+
+
+@contextlib.contextmanager
+def handlers(handler):
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals only reach the main thread; nothing to install elsewhere
+        return
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def interruptible():
+    return handlers(_raise)
+
+
+def shielded():
+    return handlers(_acknowledge)

@@ -1,0 +1,52 @@
+"""run-summary.json: how the run ended, what each stage took, what the pod cost, where the results are."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from engine.context import RunContext
+
+
+def billed_seconds(ctx: RunContext) -> float | None:
+    marks = ctx.state.marks
+    if "pod_created" not in marks:
+        return None
+    end = marks.get("pod_terminated") or ctx.state.ended_at
+    return round(end - marks["pod_created"], 3) if end else None
+
+
+def build(ctx: RunContext) -> dict:
+    state = ctx.state
+    failed = [n for n, r in state.stages.items() if r.status in ("failed", "interrupted")]
+    seconds = billed_seconds(ctx)
+    price = (state.pod or {}).get("price_per_hour") or 0.0
+    adapter = ctx.run_dir / "adapter"
+    result = state.outputs.get("result") or {}
+    return {
+        "run_id": state.run_id,
+        "status": state.status,
+        "failed_stage": failed[0] if failed else None,
+        "error": next((state.stages[n].error for n in failed), None),
+        "seconds": round((state.ended_at or 0) - state.started_at, 3) if state.ended_at else None,
+        "stages": {n: {"status": r.status, "seconds": r.seconds} for n, r in state.stages.items()},
+        "pod": state.pod,
+        "billed_seconds": seconds,
+        "cost_usd_estimate": round(seconds / 3600 * price, 4) if seconds else 0.0,
+        "overhead": state.outputs.get("overhead"),
+        "metrics": {k: result.get(k) for k in ("train_loss", "eval_loss_before", "eval_loss_after", "steps")}
+        if result else None,
+        "paths": {
+            "run_dir": str(ctx.run_dir),
+            "dataset": str(ctx.dataset_dir) if ctx.dataset_dir.exists() else None,
+            "adapter": str(adapter) if (adapter / "adapter_config.json").exists() else None,
+            "log": str(ctx.run_dir / "run.log"),
+        },
+    }
+
+
+def write(ctx: RunContext) -> dict:
+    summary = build(ctx)
+    path: Path = ctx.run_dir / "run-summary.json"
+    path.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    return summary
+

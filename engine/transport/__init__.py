@@ -1,0 +1,1 @@
+"""How commands and files reach the pod: local (this machine) or ssh (paramiko)."""

@@ -1,0 +1,42 @@
+"""The transport verbs: exec with streamed output, put/get verified by sha256, close."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Protocol
+
+from engine.errors import TransportError
+
+if TYPE_CHECKING:
+    from engine.context import RunContext
+    from engine.providers.base import Endpoint
+
+LineSink = Callable[[str], None]
+
+
+class Transport(Protocol):
+    def exec(self, command: str, on_line: LineSink | None = None, timeout: float | None = None) -> int:
+        """Run a shell command on the pod; every output line goes to on_line; returns the exit code."""
+
+    def put(self, local: Path, remote: str) -> str:
+        """Copy a file to the pod (creating folders) and return its sha256, checked on arrival."""
+
+    def get(self, remote: str, local: Path, sha256: str | None = None) -> str:
+        """Copy a file home; when sha256 is given a mismatch raises and leaves no file behind."""
+
+    def close(self) -> None: ...
+
+
+def check_sha256(what: str, expected: str | None, actual: str) -> None:
+    if expected is not None and expected != actual:
+        raise TransportError(f"{what}: sha256 mismatch (expected {expected[:12]}…, got {actual[:12]}…)",
+                             "the copy was corrupted in transit; run again")
+
+
+def open_transport(endpoint: Endpoint, ctx: RunContext) -> Transport:
+    if endpoint.kind == "local":
+        from engine.transport.local import LocalTransport
+
+        return LocalTransport()
+    from engine.transport.ssh import SshTransport
+
+    return SshTransport.connect(endpoint, ctx)

@@ -1,0 +1,53 @@
+"""transport=local: the pod is this machine; commands run under bash, files are copied."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from engine.hashing import sha256_file
+from engine.errors import TransportError
+from engine.transport.base import LineSink, check_sha256
+
+
+class LocalTransport:
+    def exec(self, command: str, on_line: LineSink | None = None, timeout: float | None = None) -> int:
+        proc = subprocess.Popen(["bash", "-c", command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, text=True, errors="replace")
+        try:
+            for line in proc.stdout:
+                if on_line:
+                    on_line(line.rstrip("\n"))
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            proc.kill()
+            raise TransportError(f"command timed out after {timeout}s: {command[:80]}") from exc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    def put(self, local: Path, remote: str) -> str:
+        return self._copy(Path(local), Path(remote), sha256_file(local))
+
+    def get(self, remote: str, local: Path, sha256: str | None = None) -> str:
+        return self._copy(Path(remote), Path(local), sha256)
+
+    @staticmethod
+    def _copy(src: Path, dst: Path, expected: str | None) -> str:
+        if not src.is_file():
+            raise TransportError(f"no such file: {src}")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(dst.name + ".part")
+        shutil.copyfile(src, tmp)
+        actual = sha256_file(tmp)
+        try:
+            check_sha256(str(dst), expected, actual)
+        except TransportError:
+            tmp.unlink()
+            raise
+        tmp.replace(dst)
+        return actual
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,1 @@
+"""The pipeline's stages, one module each: prepare, build, deploy, probe, upload, train, fetch, terminate."""

@@ -1,0 +1,33 @@
+"""probe: wait until the pod answers, connect, and check that its python and workdir are usable."""
+from __future__ import annotations
+
+import shlex
+from dataclasses import asdict
+
+from loguru import logger
+
+from engine.context import RunContext
+from engine.errors import StageError
+from engine.providers.base import current_pod
+from engine.stage import BaseStage
+from engine.transport.base import open_transport
+
+
+class Probe(BaseStage):
+    def run(self, ctx: RunContext) -> None:
+        endpoint = ctx.provider.wait_ready(current_pod(ctx))
+        ctx.state.endpoint = asdict(endpoint)
+        ctx.state.mark("ready")
+        ctx.save()
+        ctx.transport = open_transport(endpoint, ctx)
+        python, rdir = ctx.remote_python, ctx.remote_dir
+        version: list[str] = []
+        check = f"{shlex.quote(python)} -c 'import sys; print(sys.version.split()[0])'"
+        if ctx.transport.exec(check, on_line=version.append) != 0:
+            raise StageError(f"the pod's python {python!r} does not run: {' '.join(version)[-200:]}",
+                             "set remote.python to the interpreter the image has (e.g. /opt/venv/bin/python)")
+        lines: list[str] = []
+        if ctx.transport.exec(f"mkdir -p {shlex.quote(rdir)}", on_line=lines.append) != 0:
+            raise StageError(f"cannot create {rdir} on the pod: {' '.join(lines)[-200:]}",
+                             "set remote.workdir to a writable folder")
+        logger.info(f"pod ready: python {version[-1] if version else '?'} at {python}; run folder {rdir}")

@@ -1,0 +1,152 @@
+"""train: start training detached on the pod, follow its log home, and read its exit code.
+
+The training runs in its own session with a log, pid and exit-code file, so a dropped connection (or a
+dead laptop) does not kill it: following resumes from the last line seen. Lines that start with
+EVENT_PREFIX are progress events (see remote_image/train_unsloth.py) and drive the progress bar; every line
+is also written to <run_dir>/train.log as it arrives, so the log is home even if the pod is not.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from collections import deque
+
+from loguru import logger
+
+from engine.context import RunContext
+from engine.errors import StageError, TransportError
+from engine.progress import ProgressBar
+from engine.stage import BaseStage
+from stages.upload import SCRIPT_NAME
+
+EVENT_PREFIX = "@@lorapod "  # the same constant as in remote_image/train_unsloth.py (a test keeps them equal)
+
+
+def launch_command(rdir: str, python: str) -> str:
+    job = f"{shlex.quote(python)} {SCRIPT_NAME} config.json > train.log 2>&1; echo $? > exit_code.tmp; " \
+          "mv exit_code.tmp exit_code; rm -f train.pid"
+    # Only the setsid'd job goes to the background (a backgrounded `a && b &` list would hold our stdout
+    # open until training ends); its own session keeps it alive when the connection drops.
+    return (f"cd {shlex.quote(rdir)} && rm -f exit_code && "
+            f"{{ setsid nohup bash -c {shlex.quote(job)} > /dev/null 2>&1 < /dev/null & echo $! > train.pid; }} "
+            f"&& echo launched")
+
+
+def follow_command(rdir: str, from_line: int) -> str:
+    # GNU tail --pid ends the stream when training ends; without a pid file training is over already.
+    return (f"cd {shlex.quote(rdir)} && if [ -f train.pid ]; then "
+            f"tail -n +{from_line} -s 0.5 --pid=\"$(cat train.pid)\" -F train.log 2>/dev/null; "
+            f"else tail -n +{from_line} train.log; fi")
+
+
+class Train(BaseStage):
+    def __init__(self, reconnect_s: float = 600.0):
+        self.reconnect_s = reconnect_s  # how long to keep trying to reach the pod again after a drop
+
+    def run(self, ctx: RunContext) -> None:
+        if ctx.transport is None:
+            raise StageError("no connection to the pod", "the pipeline needs a probe stage before train")
+        rdir = ctx.remote_dir
+        out: list[str] = []
+        if ctx.transport.exec(launch_command(rdir, ctx.remote_python), on_line=out.append) != 0:
+            raise StageError(f"could not start training on the pod: {' '.join(out)[-300:]}")
+        ctx.state.mark("train_launched")
+        ctx.save()
+        logger.info(f"training started on the pod (log: {rdir}/train.log)")
+
+        follower = _Follower(ctx)
+        try:
+            code = self._follow(ctx, follower)
+        finally:
+            follower.close()
+        ctx.state.mark("train_exited")
+        ctx.save()
+        if code != 0:
+            tail = "\n    ".join(follower.last_lines)
+            raise StageError(f"training exited with code {code}; last lines of train.log:\n    {tail}",
+                             f"full log: {ctx.run_dir / 'train.log'}")
+        logger.info(f"training finished: {follower.summary()}")
+
+    def _follow(self, ctx: RunContext, follower: _Follower) -> int:
+        rdir, lost_at = ctx.remote_dir, None
+        while True:
+            try:
+                ctx.transport.exec(follow_command(rdir, follower.lines_seen + 1), on_line=follower.line)
+                code = _read_exit_code(ctx, rdir)
+                if code is not None:
+                    return code
+                if not _is_running(ctx, rdir):
+                    raise StageError("the training process vanished without an exit code (killed? out of memory?)",
+                                     f"see {ctx.run_dir / 'train.log'}")
+                lost_at = None  # the stream ended early but training lives: follow again
+            except TransportError as exc:
+                lost_at = lost_at or time.monotonic()
+                if time.monotonic() - lost_at > self.reconnect_s:
+                    raise StageError(f"lost the pod for over {self.reconnect_s:.0f}s: {exc}") from exc
+                logger.warning(f"connection lost at line {follower.lines_seen} ({exc}); training goes on, reconnecting")
+                reconnect = getattr(ctx.transport, "reconnect", None)
+                if reconnect is None:
+                    raise
+                time.sleep(1.0)
+                try:
+                    reconnect()
+                except TransportError as again:
+                    logger.warning(f"reconnect failed: {again}")
+
+
+def _read_exit_code(ctx: RunContext, rdir: str) -> int | None:
+    out: list[str] = []
+    ctx.transport.exec(f"cat {shlex.quote(rdir)}/exit_code 2>/dev/null", on_line=out.append)
+    try:
+        return int(out[0].strip()) if out else None
+    except ValueError:
+        return None
+
+
+def _is_running(ctx: RunContext, rdir: str) -> bool:
+    cmd = f"cd {shlex.quote(rdir)} && [ -f train.pid ] && kill -0 \"$(cat train.pid)\""
+    return ctx.transport.exec(cmd + " 2>/dev/null") == 0
+
+
+class _Follower:
+    """Turns streamed log lines into the progress bar, run.log lines and a home copy of train.log."""
+
+    def __init__(self, ctx: RunContext):
+        self.ctx = ctx
+        self.lines_seen = 0
+        self.last_lines: deque[str] = deque(maxlen=20)
+        self.bar = ProgressBar()
+        self.events: dict[str, dict] = {}
+        self.log = open(ctx.run_dir / "train.log", "a", encoding="utf-8")
+
+    def line(self, text: str) -> None:
+        self.lines_seen += 1
+        self.log.write(text + "\n")
+        self.log.flush()
+        if not text.startswith(EVENT_PREFIX):
+            self.last_lines.append(text)
+            logger.debug(f"pod| {text}")
+            return
+        try:
+            event = json.loads(text[len(EVENT_PREFIX):])
+        except json.JSONDecodeError:
+            return
+        kind = event.get("event")
+        self.events[kind if kind != "eval" else f"eval_{event.get('phase')}"] = event
+        if kind == "step":
+            self.bar.update(event["step"], event["total"], event.get("loss"))
+        elif kind == "start":
+            self.ctx.state.mark("train_started")
+            logger.info(f"{event.get('total')} steps with {event.get('backend')} on {event.get('device')}")
+        elif kind == "eval":
+            self.bar.close()
+            logger.info(f"eval loss {event.get('phase')} training: {event.get('eval_loss'):.4f}")
+
+    def summary(self) -> str:
+        done = self.events.get("done", {})
+        return f"{done.get('steps')} steps, train loss {done.get('train_loss', float('nan')):.4f}"
+
+    def close(self) -> None:
+        self.bar.close()
+        self.log.close()
