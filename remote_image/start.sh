@@ -60,7 +60,9 @@ refuse() {
     exit 1
 }
 
-keys="$(printf '%s\n%s\n' "${SSH_PUBLIC_KEY:-}" "${PUBLIC_KEY:-}" | sed -e 's/\r$//' -e '/^[[:space:]]*$/d' | awk '!seen[$0]++')"
+# One key per line, blank lines and Windows line ends dropped, each key once.
+keys="$(printf '%s\n%s\n' "${SSH_PUBLIC_KEY:-}" "${PUBLIC_KEY:-}" |
+    sed -e 's/\r$//' -e '/^[[:space:]]*$/d' | awk '!seen[$0]++')"
 if [[ -z "$keys" ]]; then
     refuse "neither SSH_PUBLIC_KEY nor PUBLIC_KEY is set, and password login is disabled, so nobody could" \
         "log in. Set one of them to an OpenSSH public key (ssh-ed25519 AAAA... you@host)."
