@@ -102,6 +102,14 @@ def test_login_with_the_given_key_and_the_printed_host_key(private_dir, spawn):
 
     with pytest.raises(paramiko.SSHException, match="is not pinned"):
         connect(port, pkey, {name: "SHA256:somebodyElse" for name in pinned})
+    transport = paramiko.Transport(("127.0.0.1", port))
+    try:
+        transport.start_client(timeout=30)
+        with pytest.raises(paramiko.BadAuthenticationType) as offered:
+            transport.auth_none(getpass.getuser())
+        assert offered.value.allowed_types == ["publickey"]  # no password, no keyboard-interactive
+    finally:
+        transport.close()
     with pytest.raises(paramiko.AuthenticationException):
         connect(port, paramiko.RSAKey.generate(2048), pinned)
 
