@@ -133,6 +133,25 @@ class RemoteConfig:
 
 
 @dataclass
+class ImageConfig:
+    name: str = MISSING  # the option's name: lorapod (built from remote_image/), unsloth (Unsloth's published image)
+    repository: str = MISSING  # registry host and name, e.g. docker.io/lorapod/trainer (push access needed to build)
+    tag: Optional[str] = None  # null: the content hash of image.context, computed and pushed by the build stage
+    context: Optional[str] = None  # folder with the Dockerfile, relative to the project; null: a published image
+    ref: Optional[str] = None  # deploy exactly this (repo:tag or repo@sha256:...), build nothing; null: repository:tag
+    python: str = MISSING  # the interpreter inside the image: remote.python for providers that deploy images
+    logs_host_keys: bool = False  # the image prints start.sh's `lorapod-host-key:` lines, so the client can pin them
+
+
+@dataclass
+class BuildConfig:
+    skip: bool = False  # trust that the image exists: no registry call, no docker (needs an explicit image.tag)
+    platform: str = "linux/amd64"  # the pods' platform, passed to docker buildx build --platform
+    registry_url: Optional[str] = None  # registry API base; null: image.repository's host (Docker Hub's for docker.io)
+    timeout_s: float = 30.0  # per registry request
+
+
+@dataclass
 class Config:
     provider: Any = MISSING
     gpu: GpuConfig = MISSING
@@ -142,6 +161,8 @@ class Config:
     train: TrainConfig = MISSING
     pipeline: PipelineConfig = MISSING
     remote: RemoteConfig = MISSING
+    image: ImageConfig = MISSING
+    build: BuildConfig = MISSING
 
 
 def register() -> None:

@@ -2,7 +2,8 @@
 
 Types were already checked by Hydra against engine.schema; here go the rules a type cannot say. Each
 problem names its key and where the value came from (the command line or a conf/ file), so the fix is
-one edit away. Nothing here touches the network: a bad config costs no API call.
+one edit away. Nothing here touches the network: a bad config costs no API call. A provider or stage class
+adds rules of its own with a static `check_config(cfg) -> [(key, rule), ...]`.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf
 
+from engine import image
 from engine.errors import ConfigError
 
 BACKENDS = ("auto", "unsloth", "transformers")
@@ -97,6 +99,11 @@ def validate(cfg: DictConfig, extra_checks: list[Callable[[DictConfig], list[str
             continue
         if not callable(getattr(cls, "run", None)):
             problems.append((key, f"{target} has no run(ctx) method"))
+            continue
+        problems.extend(getattr(cls, "check_config", lambda c: [])(cfg))
+
+    if "image" not in missing and "image.repository" not in missing:
+        problems.extend(image.check_config(cfg))
 
     try:
         provider_cls = _import_target(cfg.provider._target_)
