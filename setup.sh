@@ -27,5 +27,7 @@ extras=train
 $with_tests && extras=train,test
 "${pip[@]}" -e ".[${extras}]"
 # unsloth's declared dependencies are CUDA-only (xformers, triton, bitsandbytes): on CPU it needs none of them.
-"${pip[@]}" --no-deps unsloth==2026.10.9 unsloth_zoo==2026.10.9
+read -r -a no_deps < <(.venv/bin/python -c \
+  "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['tool']['lorapod']['train-no-deps']))")
+"${pip[@]}" --no-deps "${no_deps[@]}"
 echo "setup.sh: ready (.venv)"

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from podside import REMOTE_IMAGE, FakeRunPodApi, Recorded, Spawned
+from tests.remote_image.podside import REMOTE_IMAGE, FakeRunPodApi, Recorded, Spawned
 
 
 @pytest.fixture

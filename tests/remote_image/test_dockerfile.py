@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 import subprocess
 
-from podside import REMOTE_IMAGE, linter
+from tests.remote_image.podside import REMOTE_IMAGE, linter
 
 DOCKERFILE = REMOTE_IMAGE / "Dockerfile"
 

@@ -9,7 +9,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
-from podside import REMOTE_IMAGE
+from tests.remote_image.podside import REMOTE_IMAGE
 
 PYPROJECT = REMOTE_IMAGE.parent / "pyproject.toml"
 # The packages whose versions decide what training does; torch differs on purpose (CPU build here).

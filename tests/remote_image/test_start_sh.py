@@ -12,7 +12,7 @@ from pathlib import Path
 
 import paramiko
 import pytest
-from podside import REMOTE_IMAGE, clean_env, free_port, linter
+from tests.remote_image.podside import REMOTE_IMAGE, clean_env, free_port, linter
 
 START_SH = str(REMOTE_IMAGE / "start.sh")
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"

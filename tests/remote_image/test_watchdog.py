@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from podside import REMOTE_IMAGE, WAIT_S, clean_env
+from tests.remote_image.podside import REMOTE_IMAGE, WAIT_S, clean_env
 
 WATCHDOG = str(REMOTE_IMAGE / "watchdog.py")
 KEY = "rpa_POD_SCOPED_TEST_KEY_1234567890"
