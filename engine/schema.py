@@ -26,6 +26,7 @@ class RunPodProviderConfig:
     api_key_env: str = "RUNPOD_API_KEY"  # environment variable (or .env entry) holding the key; never the key itself
     cloud_order: list[str] = field(default_factory=lambda: ["COMMUNITY", "SECURE"])  # tried in order on no capacity
     disk_gb: int = 40  # container disk
+    min_cuda: Optional[str] = "12.8"  # the host driver's CUDA floor: the image's torch is built for CUDA 12.8
     network_volume_id: Optional[str] = None  # a persistent network volume to mount at /workspace
     data_center_ids: list[str] = field(default_factory=list)  # restrict placement; empty: anywhere
     ready_timeout_s: float = 600.0  # RUNNING with a public TCP port 22 within this, or the pod is deleted
@@ -33,6 +34,7 @@ class RunPodProviderConfig:
     request_timeout_s: float = 30.0  # per HTTP request
     max_runtime_s: int = 21600  # the pod deletes itself after this long, whatever happens to us
     heartbeat_timeout_s: int = 900  # ... or when we stop touching its heartbeat for this long
+    heartbeat_interval_s: float = 30.0  # how often we touch it while the run is alive
     workdir: str = "/workspace"  # remote.workdir when that is null
 
 
@@ -152,6 +154,11 @@ class BuildConfig:
 
 
 @dataclass
+class ProbeConfig:
+    timeout_s: float = 300.0  # keep trying to reach the pod's sshd this long after it reports ready
+
+
+@dataclass
 class Config:
     provider: Any = MISSING
     gpu: GpuConfig = MISSING
@@ -161,6 +168,7 @@ class Config:
     train: TrainConfig = MISSING
     pipeline: PipelineConfig = MISSING
     remote: RemoteConfig = MISSING
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     image: ImageConfig = MISSING
     build: BuildConfig = MISSING
 

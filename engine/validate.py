@@ -22,8 +22,10 @@ MODEL_SOURCES = ("hub", "local", "random")
 DATASET_SOURCES = ("sample", "metahuman", "jsonl")
 
 
-def _origin(key: str) -> str:
+def _origin(cfg: DictConfig, key: str) -> str:
     """Where a key's value was set: an override on the command line, or the group's YAML file."""
+    if key.split(".", 1)[0] not in cfg:
+        return ""  # not a config key (an environment variable, say)
     try:
         from hydra.core.hydra_config import HydraConfig
 
@@ -118,6 +120,6 @@ def validate(cfg: DictConfig, extra_checks: list[Callable[[DictConfig], list[str
 
     if problems:
         raise ConfigError(
-            [f"{key}: {rule}{_origin(key)}" for key, rule in problems],
+            [f"{key}: {rule}{_origin(cfg, key)}" for key, rule in problems],
             "fix these on the command line or in conf/; nothing was started and nothing was rented",
         )

@@ -106,3 +106,21 @@ def test_help_works_without_training_libraries():
     run = run_lorapod("--help")
     assert run.proc.returncode == 0
     assert "provider: local, runpod, ssh" in run.output and "gpu=rtx5090 lora.r=16" in run.output
+
+
+def test_runpod_without_an_api_key_says_how_to_set_it_and_sends_nothing(run_dir):
+    run = run_lorapod("gpu=rtx5090", "provider.api_url=http://127.0.0.1:9/v2", run_dir=run_dir)
+    assert run.proc.returncode == 2, run.output
+    assert "RUNPOD_API_KEY: is not set: export RUNPOD_API_KEY=" in run.output and ".env" in run.output
+    assert set(run.summary["stages"]) == {"config"}
+
+
+def test_runpod_needs_a_gpu_and_known_fallbacks(run_dir):
+    from tests.conftest import lorapod_env
+
+    run = run_lorapod("provider=runpod", "gpu.fallbacks=[rtx9999]", "provider.cloud_order=[CHEAP]", run_dir=run_dir,
+                      env=lorapod_env(RUNPOD_API_KEY="rpa_TESTSECRET0123456789"))
+    assert run.proc.returncode == 2, run.output
+    assert "gpu=cpu names no RunPod GPU type" in run.output
+    assert "'rtx9999' is not a gpu option" in run.output
+    assert "'CHEAP' is not one of COMMUNITY, SECURE" in run.output
