@@ -59,7 +59,9 @@ class Heartbeat:
 
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
-        self.interval = float(ctx.cfg.provider.heartbeat_interval_s)
+        p = ctx.cfg.provider
+        # At least three beats per timeout, so one missed beat never lets the watchdog fire.
+        self.interval = min(float(p.heartbeat_interval_s), p.heartbeat_timeout_s / 3)
         self.command = f"touch {shlex.quote(heartbeat_file(ctx))}"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="lorapod-heartbeat", daemon=True)

@@ -15,8 +15,9 @@ from collections import deque
 from loguru import logger
 
 from engine.context import RunContext
-from engine.errors import StageError, TransportError
+from engine.errors import ProviderError, StageError, TransportError
 from engine.progress import ProgressBar
+from engine.providers.base import current_pod
 from engine.stage import BaseStage
 from stages.upload import FOLLOWER_NAME, SCRIPT_NAME
 
@@ -84,16 +85,30 @@ class Train(BaseStage):
                 lost_at = lost_at or time.monotonic()
                 if time.monotonic() - lost_at > self.reconnect_s:
                     raise StageError(f"lost the pod for over {self.reconnect_s:.0f}s: {exc}") from exc
-                logger.warning(f"connection lost at line {follower.lines_seen} ({exc}); training goes on, reconnecting")
                 reconnect = getattr(ctx.transport, "reconnect", None)
                 if reconnect is None:
                     raise
+                _check_pod_alive(ctx, exc)
+                logger.warning(f"connection lost at line {follower.lines_seen} ({exc}); training goes on, reconnecting")
                 time.sleep(1.0)
                 try:
                     reconnect()
                     lost_at = None
                 except TransportError as again:
                     logger.warning(f"reconnect failed: {again}")
+
+
+def _check_pod_alive(ctx: RunContext, exc: Exception) -> None:
+    """A pod deleted from the console (or by its own deadline) must end the run, not a reconnect loop."""
+    is_alive = getattr(ctx.provider, "is_alive", None)
+    try:
+        gone = is_alive is not None and not is_alive(current_pod(ctx))
+    except ProviderError as api_down:  # no answer is not "gone": keep trying to reach the pod
+        logger.debug(f"cannot ask the provider about the pod: {api_down}")
+        return
+    if gone:
+        raise StageError(f"the pod is gone (deleted or stopped outside this run) while training: {exc}",
+                         "the dataset and logs are in the run folder; run again when ready") from exc
 
 
 def _read_exit_code(ctx: RunContext, rdir: str) -> int | None:

@@ -103,11 +103,20 @@ class RunPodProvider:
         # Both names: lorapod's image reads SSH_PUBLIC_KEY, RunPod's and Unsloth's images read PUBLIC_KEY.
         return {**spec.env, "PUBLIC_KEY": public_key, "SSH_PUBLIC_KEY": public_key, **deadline_env(self.ctx)}
 
+    def _check_gpu_types(self, candidates: list[tuple[dict, str]]) -> None:
+        offered = {g["id"] for g in self.api.gpu_types()}
+        unknown = sorted({gpu["id"] for gpu, _ in candidates} - offered)
+        if unknown:
+            raise ProviderError(f"RunPod has no GPU type {', '.join(map(repr, unknown))}; it offers: "
+                                f"{', '.join(sorted(offered))}", "set gpu.id (or pick a gpu option) from that list")
+
     def create(self, spec: PodSpec) -> Pod:
         spec = PodSpec(name=spec.name, env=self.pod_env(spec))
+        candidates = self._candidates()
+        self._check_gpu_types(candidates)
         tried: list[tuple[str, str, str]] = []
         try:
-            for gpu, cloud in self._candidates():
+            for gpu, cloud in candidates:
                 try:
                     pod = self._create_once(self._body(spec, gpu, cloud))
                 except CapacityError as exc:
@@ -224,6 +233,10 @@ class RunPodProvider:
                 return
             time.sleep(min(2.0, self.settings.poll_interval_s))
         raise ProviderError(f"pod {pod.id} still reports {info.get('status')} {confirm_s:.0f}s after DELETE")
+
+    def is_alive(self, pod: Pod) -> bool:
+        info = self.api.get_pod(pod.id)
+        return info is not None and info.get("status") not in (*GONE, "EXITED", "ERROR")
 
     def manual_terminate_hint(self, pod: Pod) -> str:
         return (f"python -m engine.reap --yes   or   curl -X DELETE {self.settings.api_url}/pods/{pod.id} "
