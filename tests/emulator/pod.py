@@ -189,7 +189,6 @@ class _Pair:
         for sock in (self.client, self.upstream):
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
         self.close()
@@ -197,9 +196,10 @@ class _Pair:
     def close(self) -> None:
         for sock in (self.client, self.upstream):
             try:
-                sock.close()
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the other pump's recv(), which close() alone does not
             except OSError:
                 pass
+            sock.close()
         self._on_close(self)
 
 
@@ -397,9 +397,9 @@ class PodMachine:
                     if outcome != "stopped":
                         self.failed = f"sshd did not start ({outcome}): see the container log"
                     return
-                self.kill()
                 with self._lock:
-                    generation = self._generation
+                    init, self.init = self.init, None
+                self._stop(init)
             self.failed = "sshd did not start: see the container log"
         except Exception as exc:  # noqa: BLE001 - reported through the pod's log and the emulator's errors
             self.failed = f"boot failed: {exc!r}"
@@ -499,8 +499,11 @@ class PodMachine:
         """Kills everything the container runs: every descendant of podinit (sshd, SSH sessions, whatever
         they detached), then podinit, which reaps them first. Idempotent."""
         with self._lock:
-            self._generation += 1
+            self._generation += 1  # a boot still under way starts nothing more
             init, self.init, self.sshd_port = self.init, None, None
+        self._stop(init)
+
+    def _stop(self, init: Optional[subprocess.Popen]) -> None:
         if init is None:
             return
         deadline = time.monotonic() + WAIT_S
@@ -515,15 +518,11 @@ class PodMachine:
                     pass
             time.sleep(0.01)
         if init.poll() is None:
-            init.terminate()  # podinit reaps what died and exits
+            init.terminate()  # podinit reaps what died (none is left a zombie of the machine's init) and exits
             try:
                 init.wait(5)
             except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(init.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+                init.kill()
         init.wait(WAIT_S)
         if self._reader is not None and self._reader is not threading.current_thread():
             self._reader.join(WAIT_S)

@@ -14,7 +14,6 @@ import httpx
 import paramiko
 import pytest
 from tests.emulator import CAPACITY_DETAIL, RunPodEmulator, openapi
-from tests.emulator.fixtures import runpod_emulator  # noqa: F401 - the fixture
 from tests.emulator.pod import WAIT_S
 
 RTX5090, RTX4090 = "NVIDIA GeForce RTX 5090", "NVIDIA GeForce RTX 4090"
@@ -345,6 +344,24 @@ def test_a_pod_without_a_public_key_runs_but_nobody_logs_in(runpod_emulator, cli
         ssh(emu, pod_id, client_key[0])
     with api(emu) as client:
         assert client.delete(f"/pods/{pod_id}").status_code == 204
+
+
+@needs_root
+def test_several_public_keys_all_log_in_and_sessions_are_told_what_setenv_cannot_carry(runpod_emulator, client_key):
+    emu = runpod_emulator
+    pkey, public = client_key
+    other = paramiko.ECDSAKey.generate()
+    both = f"{other.get_name()} {other.get_base64()} other@host\n{public}"
+    pod_id = create(emu, env={"PUBLIC_KEY": both, "SSH_PUBLIC_KEY": public})["id"]
+    pod = emu.wait_ready(pod_id)
+    assert pod.machine.authorized_keys.read_text().splitlines() == [public.strip(), both.splitlines()[0]]
+    for key in (pkey, other):
+        client = ssh(emu, pod_id, key)
+        assert run(client, 'printf "%s|%s" "${PUBLIC_KEY-unset}" "$SSH_PUBLIC_KEY"') == f"unset|{public.strip()}"
+        client.close()
+    assert "SSH sessions do not see 'PUBLIC_KEY'" in pod.log.text()
+    with api(emu) as client_api:
+        assert client_api.delete(f"/pods/{pod_id}").status_code == 204
 
 
 @needs_root
