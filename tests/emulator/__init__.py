@@ -11,8 +11,9 @@ the facts in shared/reference/runpod.md. Nothing leaves loopback.
     emu.live_pods()                 # pods not TERMINATED: what would still bill
     emu.stop()                      # kills every pod's processes; idempotent
 
-or, in pytest, the `runpod_emulator` fixture (tests/emulator/fixtures.py): a started emulator, stopped at
-teardown, which then fails the test if a response broke the OpenAPI document or the emulator itself failed.
+or, in pytest, the `runpod_emulator` fixture (tests/emulator/fixtures.py; tests/emulator/conftest.py imports
+it for the emulator's own tests): a started emulator, stopped at teardown, which then fails the test if a
+response broke the OpenAPI document or the emulator itself failed.
 
 ## Endpoints
 
@@ -93,7 +94,8 @@ from boot, which deletes the pod through this API with its pod-scoped key.
     emu.faults.refuse_ssh_for_s = 3.0           # new pods refuse SSH connections this long after ready
     emu.cut_connections(pod_id, mode="reset")   # drop every live SSH connection now ("hang": silent loss)
     emu.cut_connections_when(pod_id, condition, mode="reset")   # once condition() is true; -> CutTrigger
-A refused key is just a wrong key (401).
+    emu.terminate(pod_id)                       # terminated from RunPod's console, behind the client's back
+A refused key is just a wrong key (401). A DELETE that keeps failing: server_errors(count=99, methods=["DELETE"]).
 
 ## Inspecting
 
@@ -111,6 +113,20 @@ Every response the emulator sends is checked against the document (openapi.py): 
 (or fall to `default`), its content type listed, its JSON body valid against the schema (Draft 2020-12, $refs
 resolved, date-time checked), a 429 must carry an integer Retry-After, and each log event's data must match
 the shape the document describes. Pod ids are random; nothing here measures time.
+
+## Where the document is silent or odd, and what the emulator does
+
+- CreatePodRequest closes itself with `unevaluatedProperties: false` over an `allOf`. Draft 2020-12 drops the
+  annotations of a failing branch, so a body missing `image` is also told that `name`, `gpu`... "were
+  unexpected". The 422's `errors` name only properties the schema does not declare (openapi.request_errors).
+- Logs: the document types the stream as a plain string and gives the event shape in prose; it says event ids
+  are the `ts` and types Last-Event-ID as a date-time. The emulator's ids are `<ts>/<seq>` (lines with the same
+  timestamp stay apart) and Last-Event-ID accepts either form.
+- A created pod's example shows `runtime: {}`; the schema, its description and the recorded API say null
+  until the pod runs: null it is.
+- runpod.md mentions cursor pagination of GET /v2/pods; the document has no cursor parameter: one page.
+- `format: float` is not a JSON Schema format (ignored); a 405 has a component but no operation uses it.
+- Unknown gpu.id: the document does not say which status; 400 naming the catalog. CPU pods and PATCH: 501.
 """
 from tests.emulator.pod import EmulatedPod, TcpProxy
 from tests.emulator.server import CAPACITY_DETAIL, CutTrigger, FaultRule, Faults, GpuOffer, RequestRecord, \

@@ -368,11 +368,21 @@ class RunPodEmulator:
 
     def cut_connections_when(self, pod_id: str, condition: Callable[[], bool], mode: str = "reset") -> CutTrigger:
         """Cuts the pod's SSH connections once, as soon as `condition()` returns true (checked every 20 ms
-        from the emulator's own thread; an exception in it is recorded in `errors` and disarms it)."""
+        from the emulator's own thread). An OSError in it (a file not written yet) means "not yet"; any other
+        exception is recorded in `errors` and disarms it."""
         trigger = CutTrigger(pod_id, condition, mode)
         with self._lock:
             self._triggers.append(trigger)
         return trigger
+
+    def terminate(self, pod_id: str) -> None:
+        """Terminates a pod as RunPod's console would, behind the client's back (its processes die too)."""
+        with self._lock:
+            pod = self.pods[pod_id]
+            if pod.status == "TERMINATED":
+                return
+            pod.terminate()
+        pod.kill_processes()
 
     def add_key(self, key: str, methods: Iterable[str] = ("GET",)) -> None:
         """Another valid API key, allowed only `methods` (403 for the others): a read-only key by default."""
@@ -403,6 +413,8 @@ class RunPodEmulator:
             for trigger in triggers:
                 try:
                     due = trigger.condition()
+                except OSError:
+                    continue
                 except Exception:  # noqa: BLE001
                     self.errors.append(f"cut_connections_when({trigger.pod_id}) condition failed:\n"
                                        + traceback.format_exc())

@@ -548,6 +548,17 @@ def test_a_create_slower_than_the_clients_timeout_still_creates(runpod_emulator)
         assert client.delete(f"/pods/{pod.id}").status_code == 204
 
 
+def test_a_pod_terminated_from_the_console_is_gone_for_the_client(runpod_emulator):
+    emu = runpod_emulator
+    pod_id = create(emu)["id"]
+    emu.wait_ready(pod_id)
+    emu.terminate(pod_id)
+    assert emu.pod(pod_id).machine.processes() == [] and emu.live_pods() == []
+    with api(emu) as client:
+        assert client.get(f"/pods/{pod_id}").status_code == 404
+        assert client.delete(f"/pods/{pod_id}").status_code == 404
+
+
 def test_insufficient_balance_is_402(runpod_emulator):
     runpod_emulator.faults.insufficient_balance = True
     with api(runpod_emulator) as client:
@@ -604,9 +615,9 @@ def test_cut_connections_now_and_when_a_condition_holds(runpod_emulator, client_
         run(client, "true")
 
     flag = pod.folder / "step-22"  # pods share this machine's filesystem
-    trigger = emu.cut_connections_when(pod_id, flag.exists)
+    trigger = emu.cut_connections_when(pod_id, lambda: "22" in flag.read_text())  # OSError: not yet
     client = ssh(emu, pod_id, pkey)  # reconnecting works
-    assert run(client, f"touch {flag} && echo touched").strip() == "touched"
+    assert run(client, f"echo 22 > {flag} && echo written").strip() == "written"
     assert trigger.fired.wait(WAIT_S) and trigger.cut == 1
     with pytest.raises((paramiko.SSHException, OSError, EOFError)):
         run(client, "true")
