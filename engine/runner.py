@@ -119,7 +119,8 @@ def _ensure_terminated(ctx: RunContext) -> None:
 
 
 def run(cfg: DictConfig, run_dir: Path | None = None) -> int:
-    """Run one job; returns its exit code (0 succeeded, 1 failed, 2 bad config or data, 130 interrupted)."""
+    """Run one job; returns its exit code (0 succeeded, 1 failed, 2 bad config or data). An interrupted run
+    raises SystemExit(130) once cleanup is done, so a sweep stops too."""
     run_dir = Path(run_dir or _hydra_run_dir()).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     logs.setup(run_dir)
@@ -148,10 +149,15 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> int:
                 if name not in ctx.state.stages and stage.always:
                     errors.append(_run_stage(ctx, name, stage))
         finally:
-            with signals.shielded():
+            with signals.shielded():  # from here on nothing may cut the cleanup or the summary short
                 _ensure_terminated(ctx)
-    status = "succeeded" if ctx.state.status == "running" else ctx.state.status
-    return _finish(ctx, status, first=next((e for e in errors if e is not None), None))
+                status = "succeeded" if ctx.state.status == "running" else ctx.state.status
+                code = _finish(ctx, status, first=next((e for e in errors if e is not None), None))
+    if status == "interrupted":
+        # Ctrl-C means stop: not only this job but a whole sweep, and without a traceback.
+        signals.ignore_for_good()
+        raise SystemExit(code)
+    return code
 
 
 def _finish(ctx: RunContext, status: str, first: BaseException | None = None, stage: str | None = None) -> int:

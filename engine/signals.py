@@ -42,3 +42,10 @@ def interruptible():
 
 def shielded():
     return handlers(_acknowledge)
+
+
+def ignore_for_good() -> None:
+    """An interrupted run is over: the process exits next, and no late Ctrl-C may cut that short."""
+    if threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)

@@ -52,3 +52,31 @@ def run_lorapod(*args: str, run_dir: Path | None = None, env: dict | None = None
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     return tmp_path / "run"
+
+
+@pytest.fixture
+def plain_sshd(tmp_path):
+    """A machine you already have: OpenSSH's sshd on 127.0.0.1 taking the key in `.key`. Its folder is under
+    $HOME because sshd's StrictModes refuses authorized_keys below a world-writable /tmp."""
+    import getpass
+    import shutil
+    import tempfile
+    from types import SimpleNamespace
+
+    from engine.sshkeys import run_keypair
+    from tests.emulator.pod import SSHD, ContainerLog, PodMachine
+
+    if not os.path.exists(SSHD):
+        pytest.skip("OpenSSH's sshd is not installed (Debian: apt-get install openssh-server)")
+    folder = Path(tempfile.mkdtemp(prefix="lorapod-sshd-", dir=Path.home()))
+    key, public = run_keypair(tmp_path / "client-key", "lorapod-tests")
+    log = ContainerLog()
+    machine = PodMachine(folder / "machine", log)
+    machine.boot({}, {"HOME": str(folder / "machine" / "home")}, [public], watchdog=False)
+    try:
+        assert machine.up, f"{machine.failed}\n{log.text()}"
+        yield SimpleNamespace(host="127.0.0.1", port=machine.sshd_port, user=getpass.getuser(), key=key,
+                              machine=machine)
+    finally:
+        machine.kill()
+        shutil.rmtree(folder, ignore_errors=True)

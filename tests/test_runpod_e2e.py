@@ -142,7 +142,9 @@ def test_a_pod_that_never_gets_ready_shows_its_log_and_is_deleted(runpod_emulato
 def test_sshd_refusing_connections_at_first_is_waited_for(runpod_emulator, workdir, run_dir):
     emu = runpod_emulator
     emu.faults.refuse_ssh_for_s = 3.0
-    run = run_lorapod(*canonical(emu, workdir, "train.max_steps=3"), run_dir=run_dir, env=env_for(emu))
+    # Polling fast, we see the pod ready while its sshd still refuses: probe must keep trying.
+    run = run_lorapod(*canonical(emu, workdir, "train.max_steps=3", "provider.poll_interval_s=0.2"),
+                      run_dir=run_dir, env=env_for(emu))
     assert run.proc.returncode == 0, run.output
     assert re.search(r"connected to .* after \d+ attempts", run.output)
     assert_nothing_billing_and_data_kept(emu, run)
