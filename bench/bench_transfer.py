@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from engine.hashing import sha256_file  # noqa: E402
 from engine.sshkeys import run_keypair  # noqa: E402
 from engine.transport.ssh import SshTarget, SshTransport  # noqa: E402
 from tests.emulator.pod import ContainerLog, PodMachine  # noqa: E402  (a real sshd, as the tests use)
@@ -93,13 +94,14 @@ def main() -> None:
         for _ in range(args.mb):
             fh.write(os.urandom(1 << 20))
     user = getpass.getuser()
+    digest = sha256_file(src)
     proxy = DelayProxy(machine.sshd_port, 0.025)
     known = work / "known_hosts"
     ssh_opts = ["-i", str(key), "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=accept-new",
                 "-o", "BatchMode=yes"]
     remote_dir = work / "remote"
     remote_dir.mkdir()
-    rows = []
+    rows, checks = [], {}
     try:
         for link, port in (("loopback", machine.sshd_port), ("+50 ms RTT", proxy.port)):
             transport = SshTransport(SshTarget("127.0.0.1", port, user, key, work / f"kh-{port}", python=sys.executable))
@@ -113,8 +115,9 @@ def main() -> None:
                     f"base64 -w0 {src} | ssh -p {port} {' '.join(ssh_opts)} {user}@127.0.0.1 "
                     f"'base64 -d > {remote_dir}/b64.bin'", shell=True, check=True),
                 ("download", "scp"): lambda: subprocess.run([*scp, up, str(down)], check=True),
-                ("download", "lorapod get (sftp + sha256)"): lambda: transport.get(str(remote_dir / "put.bin"),
-                                                                                   work / "get.bin"),
+                # As fetch does it: the expected hash comes from the pod's result.json.
+                ("download", "lorapod get (sftp + sha256)"): lambda: transport.get(
+                    str(remote_dir / "put.bin"), work / "get.bin", sha256=digest),
                 ("download", "ssh cat | base64 (original)"): lambda: subprocess.run(
                     f"ssh -p {port} {' '.join(ssh_opts)} {user}@127.0.0.1 'base64 -w0 {remote_dir}/up.bin' "
                     f"| base64 -d > {work}/b64-down.bin", shell=True, check=True),
@@ -122,6 +125,9 @@ def main() -> None:
             results = {}
             for name, fn in cases.items():
                 results[name] = statistics.median(timed(fn) for _ in range(args.repeat))
+            checks[link] = (statistics.median(timed(lambda: sha256_file(src)) for _ in range(args.repeat)),
+                            statistics.median(timed(lambda: transport.remote_sha256(str(remote_dir / "put.bin")))
+                                              for _ in range(args.repeat)))
             transport.close()
             for (direction, method), seconds in results.items():
                 base = results[(direction, "scp")]
@@ -131,6 +137,9 @@ def main() -> None:
         for link, direction, method, s, mbps, pct in rows:
             flag = "" if "lorapod" not in method else ("  ok" if pct >= 90 else "  below the 90% target")
             print(f"{link:<11} {direction:<9} {method:<30} {s:>7.2f} {mbps:>8.1f} {pct:>8.0f}%{flag}")
+        for link, (here, there) in checks.items():
+            print(f"sha256 checks on {link}: {here:.2f} s here (put: overlapped with sending; get: after), "
+                  f"{there:.2f} s on the pod (put only)")
     finally:
         machine.kill()
         shutil.rmtree(home, ignore_errors=True)
