@@ -14,25 +14,25 @@ from __future__ import annotations
 import math
 
 from curation.dates import DAY
-from curation.example import Example
+from curation.example import Candidate
 
 
-def select(examples: list[Example], max_examples: int | None, type_share: dict[str, float],
-           half_life_days: float, reference: float | None) -> list[Example]:
-    """The examples kept, best first; the rest are `over_cap`."""
-    slots = len(examples) if max_examples is None else min(max_examples, len(examples))
-    if slots == len(examples) and not type_share:
-        return examples
+def select(candidates: list[Candidate], max_examples: int | None, type_share: dict[str, float],
+           half_life_days: float, reference: float | None) -> list[Candidate]:
+    """The candidates kept, best first; the rest are `over_cap`."""
+    slots = len(candidates) if max_examples is None else min(max_examples, len(candidates))
+    if slots == len(candidates) and not type_share:
+        return candidates
     decay = math.log(2) / (half_life_days * DAY)
 
-    def score(e: Example) -> float:
+    def score(e: Candidate) -> float:
         age = reference - e.when if e.when is not None and reference is not None else 0.0
         return e.importance * math.exp(-decay * age)
 
     limits = {kind: math.floor(share * slots) for kind, share in type_share.items()}
     taken: dict[str | None, int] = {}
     kept = []
-    for e in sorted(examples, key=score, reverse=True):  # stable: ties keep their order (newest first)
+    for e in sorted(candidates, key=score, reverse=True):  # stable: ties keep their order (newest first)
         if len(kept) == slots:
             break
         if e.type in limits and taken.get(e.type, 0) >= limits[e.type]:

@@ -1,7 +1,16 @@
-"""One training example: a chat ending with the persona's answer, and where it came from."""
+"""One training example: a chat ending with the persona's answer, and where it came from.
+
+An Example is what conversion builds; a Candidate is the same example reduced to what the set-wide steps
+(deduplication, caps, split, writing) need. Candidates are what worker processes send back, so they carry
+the row already encoded and no text twice.
+"""
 from __future__ import annotations
 
+import json
+from array import array
 from dataclasses import dataclass
+
+encode = json.JSONEncoder(ensure_ascii=False).encode  # made once: json.dumps(..., ensure_ascii=False) builds one per call
 
 
 @dataclass(slots=True)
@@ -24,3 +33,25 @@ class Example:
             "metadata": {"source_ids": [self.source_id], "source_sha256": [self.source_sha256],
                          "type": self.type, "timestamp": self.timestamp},
         }
+
+
+@dataclass(slots=True)
+class Candidate:
+    id: str
+    type: str | None
+    when: float | None
+    importance: float
+    line: str  # the row as one line of JSON (no newline)
+    digest: bytes  # of the normalised text: exact duplicates share it
+    shingles: array  # the text's shingle hashes, for the exact Jaccard
+    prefix: tuple[int, ...]  # its first shingles in the global order (curation.dedup)
+
+    def __reduce__(self):
+        # Candidates cross process boundaries by the thousand: a plain tuple pickles in C, slots state does not.
+        return Candidate, (self.id, self.type, self.when, self.importance, self.line, self.digest, self.shingles,
+                           self.prefix)
+
+    def rename(self, new_id: str) -> None:
+        row = json.loads(self.line)
+        row["id"] = self.id = new_id
+        self.line = encode(row)

@@ -1,14 +1,13 @@
 """The curation pipeline, end to end: read, filter, convert and clean, deduplicate, cap, split, write.
 
-One pass over the inputs keeps only the examples that survive the per-memory filters, so memory grows with
-what is kept, not with what is read. The set-wide steps (deduplication, the caps) follow, then the split.
+The per-input work runs on every core (curation.process, curation.parallel) and keeps only what survives
+the per-memory filters, so memory grows with what is kept, not with what is read. The set-wide steps
+(deduplication, the caps) follow, then the split.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 from engine.errors import DatasetError
@@ -16,26 +15,20 @@ from engine.hashing import sha256_file
 
 from curation import report
 from curation.cap import select
-from curation.convert import Style, from_memory, from_row
 from curation.dates import bound, iso
-from curation.dedup import deduplicate
-from curation.example import Example
-from curation.filters import MemoryFilter
-from curation.memory import Malformed, parse
-from curation.read import parse_json
+from curation.dedup import common_shingles, deduplicate
+from curation.example import Candidate
+from curation.parallel import default_workers, ordered_map
+from curation.process import Processor
 from curation.reasons import REASONS, zero_counts
-from curation.sources import Input, episodic_roots, jsonl_inputs, memory_inputs, root_of
+from curation.sources import episodic_roots, jsonl_inputs, root_of
 from curation.split import is_eval
+from curation.walk import json_files
 
 OUTPUTS = ("train.jsonl", "eval.jsonl")
-
-
-@dataclasses.dataclass
-class _Tally:
-    read: int = 0
-    dropped: dict[str, int] = dataclasses.field(default_factory=zero_counts)
-    malformed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
-    newest: float | None = None  # the newest well-formed memory: the default reference date
+# Which shingles are common is learnt from about 2% of the inputs, at least 200 and at most 2000 of them:
+# enough to catch phrases in more than a fraction of a per cent of texts, cheap next to the full pass.
+SAMPLE_SHARE, SAMPLE_MIN, SAMPLE_MAX = 50, 200, 2000
 
 
 def prepare(ds, eval_fraction: float, out_dir: Path) -> dict:
@@ -43,13 +36,11 @@ def prepare(ds, eval_fraction: float, out_dir: Path) -> dict:
 
     Returns the manifest; whether it is good enough to train on is check()'s call.
     """
-    tally = _Tally()
-    persona = ds.persona
-    style = Style(persona.name, persona.system_prompt.format(name=persona.name), dict(ds.templates),
-                  ds.max_words.instruction, ds.max_words.input, ds.max_words.output)
     root = root_of(ds.source, ds.path)
+    read, newest = 0, None
+    dropped, malformed = zero_counts(), []
     if ds.source == "jsonl":
-        examples = _rows(jsonl_inputs(root, ds.max_file_bytes), style, tally)
+        items, method = list(jsonl_inputs(root, ds.max_file_bytes)), "row"
     else:
         roots = episodic_roots(root, ds.user)
         if not roots:
@@ -57,28 +48,44 @@ def prepare(ds, eval_fraction: float, out_dir: Path) -> dict:
                                "profiles/<user>/memory/episodic/",
                                "set dataset.path to the MetaHuman OS root folder (the one with memory/ or "
                                "profiles/ in it); nothing was rented")
-        examples = _memories(memory_inputs(roots, ds.max_file_bytes), MemoryFilter(ds.filters), style, tally)
+        unlisted: list[tuple[str, str]] = []
+        items, method = [path for r in roots for path in json_files(str(r), unlisted)], "memory_file"
+        read, malformed = len(unlisted), unlisted  # a folder that cannot be listed is one bad input
 
-    kept, tally.dropped["duplicate"], tally.dropped["near_duplicate"] = deduplicate(
-        examples, ds.dedup.near_threshold, ds.dedup.shingle_words)
+    processor = Processor(ds, _common_shingles(ds, items, method))
+    candidates: list[Candidate] = []
+    for reason, when, payload in ordered_map(getattr(processor, method), items, ds.workers or default_workers()):
+        read += 1
+        if when is not None and (newest is None or when > newest):
+            newest = when
+        if reason is None:
+            candidates.append(payload)
+        elif reason == "malformed":
+            malformed.append(payload)
+        else:
+            dropped[reason] += 1
+    dropped["malformed"] = len(malformed)
+
+    kept, dropped["duplicate"], dropped["near_duplicate"] = deduplicate(candidates, ds.dedup.near_threshold)
     f = ds.filters
-    reference = bound(f.reference_date, end=False) if f.reference_date else tally.newest
+    reference = bound(f.reference_date, end=False) if f.reference_date else newest
     selected = select(kept, f.max_examples, dict(f.type_share), f.half_life_days, reference)
-    tally.dropped["over_cap"] = len(kept) - len(selected)
+    dropped["over_cap"] = len(kept) - len(selected)
 
-    selected.sort(key=lambda e: (e.when is None, e.when or 0.0, e.id))  # chronological: diffs stay readable
+    selected.sort(key=lambda c: (c.when is None, c.when or 0.0, c.id))  # chronological: diffs stay readable
     _make_ids_unique(selected)
-    evals = [e for e in selected if is_eval(e.id, eval_fraction)]
-    train = [e for e in selected if not is_eval(e.id, eval_fraction)]
+    train, evals = [], []
+    for c in selected:
+        (evals if is_eval(c.id, eval_fraction) else train).append(c)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, rows in zip(OUTPUTS, (train, evals)):
         with open(out_dir / name, "w", encoding="utf-8") as fh:
-            fh.writelines(json.dumps(e.row(), ensure_ascii=False) + "\n" for e in rows)
+            fh.writelines(c.line + "\n" for c in rows)
     result = report.manifest(
         source={"kind": ds.source, "path": str(root), "user": ds.user},
         config={"dataset": dataclasses.asdict(ds), "train": {"eval_fraction": eval_fraction}},
         reference_date=iso(reference) if reference is not None else None,
-        read=tally.read, train=len(train), evals=len(evals), dropped=tally.dropped, malformed=tally.malformed,
+        read=read, train=len(train), evals=len(evals), dropped=dropped, malformed=malformed,
         sha256={name: sha256_file(out_dir / name) for name in OUTPUTS},
     )
     (out_dir / "manifest.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -111,58 +118,22 @@ def check(m: dict, ds, manifest_path: Path) -> None:
                            "lower train.eval_fraction or add memories; nothing was rented")
 
 
-def _memories(inputs: Iterator[Input], keep: MemoryFilter, style: Style, tally: _Tally) -> list[Example]:
-    examples = []
-    for where, data in inputs:
-        tally.read += 1
-        try:
-            if isinstance(data, Malformed):
-                raise data
-            mem = parse(parse_json(data), fallback_id=Path(where).stem)
-        except Malformed as bad:
-            tally.malformed.append((where, str(bad)))
-            continue
-        if tally.newest is None or mem.when > tally.newest:
-            tally.newest = mem.when
-        outcome = keep.reason(mem) or from_memory(mem, hashlib.sha256(data).hexdigest(), style)
-        _count(outcome, examples, tally)
-    tally.dropped["malformed"] = len(tally.malformed)
-    return examples
+def _common_shingles(ds, items: list, method: str) -> frozenset[int]:
+    size = min(len(items), max(SAMPLE_MIN, min(SAMPLE_MAX, len(items) // SAMPLE_SHARE)))
+    if not size:
+        return frozenset()
+    process = getattr(Processor(ds), method)
+    outcomes = (process(item) for item in items[:: len(items) // size])
+    return common_shingles(payload.shingles for reason, _, payload in outcomes if reason is None)
 
 
-def _rows(inputs: Iterator[Input], style: Style, tally: _Tally) -> list[Example]:
-    examples = []
-    for where, data in inputs:
-        tally.read += 1
-        try:
-            if isinstance(data, Malformed):
-                raise data
-            digest = hashlib.sha256(data).hexdigest()
-            # A row without an id is named by its content, so inserting lines never moves it across the split.
-            outcome = from_row(parse_json(data), f"row-{digest[:12]}", digest, style)
-        except Malformed as bad:
-            tally.malformed.append((where, str(bad)))
-            continue
-        if isinstance(outcome, Example) and outcome.when is not None:
-            tally.newest = outcome.when if tally.newest is None else max(tally.newest, outcome.when)
-        _count(outcome, examples, tally)
-    tally.dropped["malformed"] = len(tally.malformed)
-    return examples
-
-
-def _count(outcome: Example | str, examples: list[Example], tally: _Tally) -> None:
-    if isinstance(outcome, str):
-        tally.dropped[outcome] += 1
-    else:
-        examples.append(outcome)
-
-
-def _make_ids_unique(examples: list[Example]) -> None:
+def _make_ids_unique(candidates: list[Candidate]) -> None:
     """Two profiles can hold the same memory id; the split and the trainer need one id per example."""
     used: set[str] = set()
-    for e in examples:
-        base, n = e.id, 1
-        while e.id in used:
-            n += 1
-            e.id = f"{base}~{n}"
-        used.add(e.id)
+    for c in candidates:
+        if c.id in used:
+            n = 2
+            while f"{c.id}~{n}" in used:
+                n += 1
+            c.rename(f"{c.id}~{n}")
+        used.add(c.id)

@@ -27,12 +27,16 @@ def read_bytes(path: str, limit: int) -> bytes:
         if info.st_size > limit:
             raise Malformed(f"{info.st_size} bytes, over dataset.max_file_bytes={limit}")
         chunks, size = [], 0
-        while size <= limit:  # the file may grow while we read: never take more than limit + 1 bytes
-            chunk = os.read(fd, limit + 1 - size)
-            if not chunk:
-                break
+        # Ask for one byte more than stat promised: a short read is the end of the file, so a file that
+        # does not change is read in one call. One that grows meanwhile is read on, to limit + 1 at most.
+        want = info.st_size + 1
+        while size <= limit:
+            chunk = os.read(fd, min(want, limit + 1 - size))
             chunks.append(chunk)
             size += len(chunk)
+            if len(chunk) < want:
+                break
+            want = 1 << 16
     except OSError as exc:
         raise Malformed(f"cannot read: {exc.strerror or exc}") from None
     finally:

@@ -1,7 +1,8 @@
 """Where the raw inputs come from: memory files of a MetaHuman OS tree, or the lines of a JSONL file.
 
-Each source yields (where, bytes) pairs, or (where, Malformed) for an input that cannot even be read, so
-that every input is counted once whatever happens to it.
+A memory tree's inputs are its *.json files (curation.walk lists them; workers read them). A JSONL file's
+are its lines, as (where, bytes) pairs, or (where, Malformed) for a line too long to hold, so that every
+input is counted once whatever happens to it.
 
 MetaHuman OS layouts, both read when present:
     <root>/memory/episodic/YYYY/<id>-<slug>.json                                   (older, single user)
@@ -15,8 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from curation.memory import Malformed
-from curation.read import read_bytes
-from curation.walk import json_files
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "examples" / "sample-memories"
 
@@ -40,18 +39,6 @@ def episodic_roots(root: Path, user: str | None) -> list[Path]:
     found = [] if user else [root / "memory" / "episodic"]
     found += [root / "profiles" / name / "memory" / "episodic" for name in users]
     return [p for p in found if p.is_dir()]
-
-
-def memory_inputs(roots: list[Path], limit: int) -> Iterator[Input]:
-    for root in roots:
-        problems: list[tuple[str, str]] = []
-        for path in json_files(str(root), problems):
-            try:
-                yield path, read_bytes(path, limit)
-            except Malformed as bad:
-                yield path, bad
-        for folder, why in problems:
-            yield folder, Malformed(why)
 
 
 def jsonl_inputs(path: Path, limit: int) -> Iterator[Input]:

@@ -111,6 +111,7 @@ class DatasetConfig:
     })
     max_bad_fraction: float = 0.2  # fail when more than this share of the inputs is malformed
     max_file_bytes: int = 1_048_576  # a bigger memory file (or JSONL line) is malformed, never read whole
+    workers: Optional[int] = None  # processes that read and convert memories; null: one per CPU core
 
 
 @dataclass

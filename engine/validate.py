@@ -61,6 +61,7 @@ def _check_dataset(ds: DictConfig, need: Callable[[bool, str, str], None], missi
              f"({', '.join(users) or 'there is none'}), or null for all")
     need(0 <= ds.max_bad_fraction <= 1, "dataset.max_bad_fraction", "must be in [0, 1]")
     need(ds.max_file_bytes >= 1, "dataset.max_file_bytes", "must be >= 1")
+    need(ds.workers is None or ds.workers >= 1, "dataset.workers", "must be >= 1, or null for one per CPU core")
     if "dataset.persona.name" not in missing:
         need(bool(ds.persona.name.strip()), "dataset.persona.name", "must not be empty")
     try:
