@@ -10,7 +10,8 @@ import json
 from array import array
 from dataclasses import dataclass
 
-encode = json.JSONEncoder(ensure_ascii=False).encode  # made once: json.dumps(..., ensure_ascii=False) builds one per call
+# Made once: json.dumps(..., ensure_ascii=False) builds a new encoder on every call.
+encode = json.JSONEncoder(ensure_ascii=False).encode
 
 
 @dataclass(slots=True)

@@ -49,7 +49,7 @@ def prepare(ds, eval_fraction: float, out_dir: Path) -> dict:
                                "set dataset.path to the MetaHuman OS root folder (the one with memory/ or "
                                "profiles/ in it); nothing was rented")
         unlisted: list[tuple[str, str]] = []
-        items, method = [path for r in roots for path in json_files(str(r), unlisted)], "memory_file"
+        items, method = list(json_files([str(r) for r in roots], unlisted)), "memory_file"
         read, malformed = len(unlisted), unlisted  # a folder that cannot be listed is one bad input
 
     processor = Processor(ds, _common_shingles(ds, items, method))
@@ -108,11 +108,10 @@ def check(m: dict, ds, manifest_path: Path) -> None:
                                "point dataset.path at a MetaHuman OS folder with *.json memories (or a JSONL "
                                "file for dataset=jsonl); nothing was rented")
         reason, count = max(m["dropped"].items(), key=lambda item: item[1])
-        meaning, setting = REASONS[reason]
+        meaning, remedy = REASONS[reason]
         raise DatasetError(
-            f"nothing left to train on: all {read} inputs were dropped; the most, {count}, as {reason} "
-            f"({meaning})",
-            f"see {setting}; every count is in {manifest_path}; nothing was rented")
+            f"nothing left to train on: {read} inputs read, all dropped; the most ({count}) as {reason}: {meaning}",
+            f"{remedy}; every count is in {manifest_path}; nothing was rented")
     if m["train"] == 0:
         raise DatasetError(f"all {m['kept']} examples fell in the eval split, none is left to train on",
                            "lower train.eval_fraction or add memories; nothing was rented")

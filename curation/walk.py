@@ -9,13 +9,18 @@ import os
 from collections.abc import Iterator
 
 
-def json_files(root: str, problems: list[tuple[str, str]]) -> Iterator[str]:
-    """Paths of *.json entries under root, sorted per folder; unlistable folders go to `problems`.
+def json_files(roots: list[str], problems: list[tuple[str, str]]) -> Iterator[str]:
+    """Paths of *.json entries under the roots, sorted per folder; unlistable folders go to `problems`.
 
     Entries are yielded whatever they point to (a broken link, a FIFO): reading decides what is a memory,
-    so that each one is counted.
+    so that each one is counted. A folder reachable from two roots is listed once.
     """
     seen: set[tuple[int, int]] = set()
+    for root in roots:
+        yield from _walk(root, seen, problems)
+
+
+def _walk(root: str, seen: set[tuple[int, int]], problems: list[tuple[str, str]]) -> Iterator[str]:
     stack = [root]
     while stack:
         folder = stack.pop()

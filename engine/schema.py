@@ -71,7 +71,7 @@ class FiltersConfig:
     min_importance: float = 0.0  # memories below it (0..1; missing counts as 0.5): low_importance
     max_examples: Optional[int] = None  # keep at most this many, best importance x time weight: over_cap
     half_life_days: float = 30.0  # time weight 2^(-age_days / half_life_days), used when a cap bites
-    reference_date: Optional[str] = None  # ages count back from here; null: the newest memory (reproducible)
+    reference_date: Optional[str] = None  # ages count back from here (later memories: fresh); null: the newest memory
     type_share: dict[str, float] = field(default_factory=dict)  # most a type may fill, e.g. {reflection: 0.6}
 
 
