@@ -11,12 +11,12 @@ indexed, a new example meets just the examples its prefix shares a shingle with,
 verified with the exact Jaccard. The answer is exact (no sampling error, as MinHash would have) and the
 work grows with the number of similar pairs, not with N^2, provided that shingles common to many texts
 ("i want to") come last in the order, out of the prefixes. Which shingles are common is learnt from a
-sample of the inputs (common_shingles); everything else is ordered by hash, which needs no global pass
-and so can be computed in the worker processes, one example at a time (Signer).
+sample of the examples; the rest are ordered by hash.
 
-Shingles are hash() values of word tuples. String hashes are salted per interpreter, so every process
-that signs examples must share the salt (forked workers do); the salt only reorders the work, it never
-changes which pairs reach the threshold (up to a 2^-64 chance of two shingles colliding).
+Shingles are hash() values of word tuples, made by Signer where the example is made (in the worker
+processes). String hashes are salted per interpreter, so every process that signs examples must share the
+salt (forked workers do); the salt only reorders the work, it never changes which pairs reach the
+threshold (up to a 2^-64 chance of two shingles colliding).
 """
 from __future__ import annotations
 
@@ -32,34 +32,24 @@ from curation.example import Candidate
 
 _PUNCTUATION = str.maketrans(dict.fromkeys(string.punctuation + "“”‘’…–—", " "))
 _EPS = 1e-9  # t * n in floating point may land a hair above an integer
-COMMON_MIN_COUNT = 2  # a shingle seen in this many sampled examples is treated as common
+# Common shingles are counted in every 10th example, from 2000 examples on (below that the index stays
+# small whatever the order); seen twice there, a shingle is in a few texts per thousand.
+SAMPLE_EVERY, SAMPLE_FROM, COMMON_MIN_COUNT = 10, 2000, 2
+_Entry = tuple[Candidate, tuple[int, ...]]  # a kept candidate and its prefix, in the index
 
 
 class Signer:
-    """text -> (digest, shingles in the global order, prefix): the per-example half of deduplication."""
+    """text -> (digest of the normalised words, its shingle hashes in ascending order)."""
 
-    def __init__(self, shingle_words: int, threshold: float, common: frozenset[int] = frozenset()):
+    def __init__(self, shingle_words: int):
         self.k = shingle_words
-        self.threshold = threshold
-        self.common = common
 
-    def __call__(self, text: str) -> tuple[bytes, array, tuple[int, ...]]:
+    def __call__(self, text: str) -> tuple[bytes, array]:
         words = text.lower().translate(_PUNCTUATION).split()
         digest = hashlib.blake2b(" ".join(words).encode(), digest_size=16).digest()
-        shingles = self.shingles(words)
-        n = len(shingles)
-        size = n - math.ceil(self.threshold * n - _EPS) + 1
-        ordered = sorted(shingles)  # by hash, except that common shingles go last
-        prefix = tuple(islice(filterfalse(self.common.__contains__, ordered), size))
-        if len(prefix) < size:
-            prefix += tuple(filter(self.common.__contains__, ordered))[:size - len(prefix)]
-        return digest, array("q", ordered), prefix
-
-    def shingles(self, words: list[str]) -> set[int]:
-        """k-word shingles as hashes; a text under k words is one shingle (none when it has no words)."""
-        if len(words) <= self.k:
-            return {hash(tuple(words))} if words else set()
-        return set(map(hash, zip(*(words[i:] for i in range(self.k)))))
+        if len(words) <= self.k:  # a text under k words is one shingle (none when it has no words)
+            return digest, array("q", [hash(tuple(words))] if words else [])
+        return digest, array("q", sorted(set(map(hash, zip(*(words[i:] for i in range(self.k)))))))
 
 
 def common_shingles(sample: Iterable[array]) -> frozenset[int]:
@@ -69,40 +59,78 @@ def common_shingles(sample: Iterable[array]) -> frozenset[int]:
     return frozenset(s for s, c in counts.items() if c >= COMMON_MIN_COUNT)
 
 
-def deduplicate(candidates: list[Candidate], threshold: float) -> tuple[list[Candidate], int, int]:
-    """(kept, newest first; count of exact duplicates; count of near duplicates)."""
+def deduplicate(candidates: list[Candidate], threshold: float,
+                common: frozenset[int] | None = None) -> tuple[list[Candidate], int, int]:
+    """(kept, newest first; count of exact duplicates; count of near duplicates).
+
+    `common` orders those shingles last; by default it is learnt from a sample of the candidates.
+    """
+    if common is None:
+        enough = len(candidates) >= SAMPLE_FROM
+        common = common_shingles(c.shingles for c in candidates[::SAMPLE_EVERY]) if enough else frozenset()
     newest_first = sorted(candidates, key=lambda c: -c.when if c.when is not None else math.inf)
     seen: set[bytes] = set()
     kept: list[Candidate] = []
-    index: dict[int, list[Candidate]] = {}  # shingle -> kept candidates with it in their prefix
+    # shingle -> (kept candidate, its prefix), or a list of them: most shingles are in one prefix only
+    index: dict[int, _Entry | list[_Entry]] = {}
     exact = near = 0
     for c in newest_first:
         if c.digest in seen:
             exact += 1
             continue
         seen.add(c.digest)
-        met = [others for others in map(index.get, c.prefix) if others]
-        if met and _near_any(c, {id(o): o for others in met for o in others}.values(), threshold):
+        prefix = _prefix(c.shingles, threshold, common)
+        if any(map(index.__contains__, prefix)) and _near_kept(c, prefix, index, threshold):
             near += 1
             continue
         kept.append(c)
-        for g in c.prefix:
+        entry = (c, prefix)
+        for g in prefix:
             others = index.get(g)
             if others is None:
-                index[g] = [c]
+                index[g] = entry
+            elif type(others) is list:
+                others.append(entry)
             else:
-                others.append(c)
+                index[g] = [others, entry]
     return kept, exact, near
 
 
-def _near_any(c: Candidate, others: Iterable[Candidate], threshold: float) -> bool:
-    mine = set(c.shingles)
-    n = len(mine)
-    for other in others:
-        m = len(other.shingles)
-        if threshold * max(n, m) > min(n, m) + _EPS:  # Jaccard <= min/max: the sizes alone rule it out
+def _prefix(shingles: array, threshold: float, common: frozenset[int]) -> tuple[int, ...]:
+    """The first n - ceil(t n) + 1 shingles in the global order: by hash, common ones last."""
+    n = len(shingles)
+    size = n - math.ceil(threshold * n - _EPS) + 1
+    prefix = tuple(islice(filterfalse(common.__contains__, shingles), size))
+    if len(prefix) < size:
+        prefix += tuple(filter(common.__contains__, shingles))[:size - len(prefix)]
+    return prefix
+
+
+def _near_kept(c: Candidate, prefix: tuple[int, ...], index: dict[int, _Entry | list[_Entry]],
+               threshold: float) -> bool:
+    """Whether a kept candidate sharing a prefix shingle with c is >= threshold similar to it.
+
+    The first shared prefix shingle, at position i in c and j in the other, bounds the overlap by
+    min(n - i, m - j): nothing before it is shared, or it would have been met first (the positional
+    filter of Xiao et al., "Efficient similarity joins for near duplicate detection", WWW 2008). Most
+    candidates that meet on a common-ish shingle fail this or the size check before any set is built.
+    """
+    mine = None
+    n = len(c.shingles)
+    met: set[int] = set()
+    for i, g in enumerate(prefix):
+        others = index.get(g)
+        if others is None:
             continue
-        common = len(mine.intersection(other.shingles))
-        if common >= threshold * (n + m - common) - _EPS:
-            return True
+        for other, other_prefix in others if type(others) is list else (others,):
+            if id(other) in met:
+                continue
+            met.add(id(other))
+            m = len(other.shingles)
+            need = threshold / (1 + threshold) * (n + m) - _EPS  # overlap that Jaccard >= threshold requires
+            if min(n, m) < need or min(n - i, m - other_prefix.index(g)) < need:
+                continue
+            mine = mine or set(c.shingles)
+            if len(mine.intersection(other.shingles)) >= need:
+                return True
     return False

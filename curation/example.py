@@ -44,13 +44,11 @@ class Candidate:
     importance: float
     line: str  # the row as one line of JSON (no newline)
     digest: bytes  # of the normalised text: exact duplicates share it
-    shingles: array  # the text's shingle hashes, for the exact Jaccard
-    prefix: tuple[int, ...]  # its first shingles in the global order (curation.dedup)
+    shingles: array  # the text's shingle hashes, ascending (curation.dedup)
 
     def __reduce__(self):
         # Candidates cross process boundaries by the thousand: a plain tuple pickles in C, slots state does not.
-        return Candidate, (self.id, self.type, self.when, self.importance, self.line, self.digest, self.shingles,
-                           self.prefix)
+        return Candidate, (self.id, self.type, self.when, self.importance, self.line, self.digest, self.shingles)
 
     def rename(self, new_id: str) -> None:
         row = json.loads(self.line)

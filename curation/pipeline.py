@@ -6,7 +6,9 @@ the per-memory filters, so memory grows with what is kept, not with what is read
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import json
 from pathlib import Path
 
@@ -16,31 +18,43 @@ from engine.hashing import sha256_file
 from curation import report
 from curation.cap import select
 from curation.dates import bound, iso
-from curation.dedup import common_shingles, deduplicate
+from curation.dedup import deduplicate
 from curation.example import Candidate
-from curation.parallel import default_workers, ordered_map
-from curation.process import Processor
+from curation.parallel import default_workers, map_chunks
+from curation.process import Batch, Processor
 from curation.reasons import REASONS, zero_counts
 from curation.sources import episodic_roots, jsonl_inputs, root_of
 from curation.split import is_eval
 from curation.walk import json_files
 
 OUTPUTS = ("train.jsonl", "eval.jsonl")
-# Which shingles are common is learnt from about 2% of the inputs, at least 200 and at most 2000 of them:
-# enough to catch phrases in more than a fraction of a per cent of texts, cheap next to the full pass.
-SAMPLE_SHARE, SAMPLE_MIN, SAMPLE_MAX = 50, 200, 2000
-
-
 def prepare(ds, eval_fraction: float, out_dir: Path) -> dict:
     """Curate `ds` (engine.schema.DatasetConfig) into out_dir/{train,eval}.jsonl and manifest.json.
 
     Returns the manifest; whether it is good enough to train on is check()'s call.
     """
+    with _collector_paused():
+        return _prepare(ds, eval_fraction, out_dir)
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    # A run builds a few objects per memory and no cycles; with the cyclic collector on, every few thousand
+    # allocations it would walk all of them again, which made 100k memories cost superlinear time.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _prepare(ds, eval_fraction: float, out_dir: Path) -> dict:
     root = root_of(ds.source, ds.path)
-    read, newest = 0, None
-    dropped, malformed = zero_counts(), []
+    total = Batch()
     if ds.source == "jsonl":
-        items, method = list(jsonl_inputs(root, ds.max_file_bytes)), "row"
+        items, method = list(jsonl_inputs(root, ds.max_file_bytes)), "rows"
     else:
         roots = episodic_roots(root, ds.user)
         if not roots:
@@ -48,22 +62,12 @@ def prepare(ds, eval_fraction: float, out_dir: Path) -> dict:
                                "profiles/<user>/memory/episodic/",
                                "set dataset.path to the MetaHuman OS root folder (the one with memory/ or "
                                "profiles/ in it); nothing was rented")
-        unlisted: list[tuple[str, str]] = []
-        items, method = list(json_files([str(r) for r in roots], unlisted)), "memory_file"
-        read, malformed = len(unlisted), unlisted  # a folder that cannot be listed is one bad input
-
-    processor = Processor(ds, _common_shingles(ds, items, method))
-    candidates: list[Candidate] = []
-    for reason, when, payload in ordered_map(getattr(processor, method), items, ds.workers or default_workers()):
-        read += 1
-        if when is not None and (newest is None or when > newest):
-            newest = when
-        if reason is None:
-            candidates.append(payload)
-        elif reason == "malformed":
-            malformed.append(payload)
-        else:
-            dropped[reason] += 1
+        items, method = list(json_files([str(r) for r in roots], total.malformed)), "memory_files"
+        total.read = len(total.malformed)  # a folder that cannot be listed is one bad input
+    for batch in map_chunks(getattr(Processor(ds), method), items, ds.workers or default_workers()):
+        total.add(batch)
+    candidates, newest, malformed = total.candidates, total.newest, total.malformed
+    dropped = zero_counts() | dict(total.dropped)
     dropped["malformed"] = len(malformed)
 
     kept, dropped["duplicate"], dropped["near_duplicate"] = deduplicate(candidates, ds.dedup.near_threshold)
@@ -85,7 +89,7 @@ def prepare(ds, eval_fraction: float, out_dir: Path) -> dict:
         source={"kind": ds.source, "path": str(root), "user": ds.user},
         config={"dataset": dataclasses.asdict(ds), "train": {"eval_fraction": eval_fraction}},
         reference_date=iso(reference) if reference is not None else None,
-        read=read, train=len(train), evals=len(evals), dropped=dropped, malformed=malformed,
+        read=total.read, train=len(train), evals=len(evals), dropped=dropped, malformed=malformed,
         sha256={name: sha256_file(out_dir / name) for name in OUTPUTS},
     )
     (out_dir / "manifest.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -115,15 +119,6 @@ def check(m: dict, ds, manifest_path: Path) -> None:
     if m["train"] == 0:
         raise DatasetError(f"all {m['kept']} examples fell in the eval split, none is left to train on",
                            "lower train.eval_fraction or add memories; nothing was rented")
-
-
-def _common_shingles(ds, items: list, method: str) -> frozenset[int]:
-    size = min(len(items), max(SAMPLE_MIN, min(SAMPLE_MAX, len(items) // SAMPLE_SHARE)))
-    if not size:
-        return frozenset()
-    process = getattr(Processor(ds), method)
-    outcomes = (process(item) for item in items[:: len(items) // size])
-    return common_shingles(payload.shingles for reason, _, payload in outcomes if reason is None)
 
 
 def _make_ids_unique(candidates: list[Candidate]) -> None:

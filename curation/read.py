@@ -48,13 +48,11 @@ def read_bytes(path: str, limit: int) -> bytes:
 
 def parse_json(data: bytes) -> object:
     """bytes -> a JSON value; the error says which of the usual suspects it was."""
-    if not data.strip():
+    if not data or data.isspace():
         raise Malformed("empty file")
     try:
-        text = data.decode("utf-8-sig")
+        return json.loads(data)  # bytes: UTF-8 (with or without BOM), or UTF-16/32 as RFC 8259 allows
     except UnicodeDecodeError:
         raise Malformed("not UTF-8 text (encrypted or binary?)") from None
-    try:
-        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise Malformed(f"not JSON ({exc.msg} at line {exc.lineno}); encrypted?") from None

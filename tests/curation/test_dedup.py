@@ -7,14 +7,14 @@ from curation.dedup import Signer, common_shingles, deduplicate
 from curation.example import Candidate
 
 
-def candidates(texts, threshold=0.8, k=3, common=frozenset()):
+def candidates(texts, k=3):
     """One candidate per text; a later text is newer."""
-    sign = Signer(k, threshold, common)
+    sign = Signer(k)
     return [Candidate(f"c{i}", "observation", float(i), 0.5, "{}", *sign(t)) for i, t in enumerate(texts)]
 
 
-def kept_ids(texts, threshold=0.8, **kw):
-    kept, exact, near = deduplicate(candidates(texts, threshold, **kw), threshold)
+def kept_ids(texts, threshold=0.8, common=None):
+    kept, exact, near = deduplicate(candidates(texts), threshold, common)
     return sorted(c.id for c in kept), exact, near
 
 
@@ -52,7 +52,7 @@ def test_short_texts_compare_as_a_single_shingle():
 
 def brute_force(texts, threshold, k):
     """The definition, in O(N^2): newest first, drop a text >= threshold similar to any text kept before it."""
-    sign = Signer(k, threshold)
+    sign = Signer(k)
     sets = [set(sign(t)[1]) for t in texts]
     digests = [sign(t)[0] for t in texts]
     kept, seen = [], set()
@@ -65,13 +65,11 @@ def brute_force(texts, threshold, k):
     return sorted(f"c{i}" for i in kept)
 
 
-@pytest.mark.parametrize("threshold", [0.5, 0.7, 0.8, 0.9])
-@pytest.mark.parametrize("with_common", [False, True])
-def test_prefix_filtering_finds_exactly_the_pairs_the_definition_finds(threshold, with_common):
-    rng = random.Random(threshold)
+def texts_with_near_duplicates(count, seed):
+    rng = random.Random(seed)
     words = [f"w{i}" for i in range(40)] + ["the", "and", "i", "to"] * 10  # small vocabulary: many shared phrases
     texts = []
-    for _ in range(400):
+    for _ in range(count):
         if texts and rng.random() < 0.4:  # an edit of an earlier text: near duplicates at every similarity
             edited = rng.choice(texts).split()
             for _ in range(rng.randint(1, 6)):
@@ -79,8 +77,22 @@ def test_prefix_filtering_finds_exactly_the_pairs_the_definition_finds(threshold
             texts.append(" ".join(edited))
         else:
             texts.append(" ".join(rng.choices(words, k=rng.randint(2, 30))))
-    common = common_shingles(c.shingles for c in candidates(texts[::5])) if with_common else frozenset()
-    assert with_common is bool(common)
-    kept, _, near = kept_ids(texts, threshold, common=common)
+    return texts
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.7, 0.8, 0.9])
+@pytest.mark.parametrize("sampled_common", [False, True])
+def test_prefix_filtering_finds_exactly_the_pairs_the_definition_finds(threshold, sampled_common):
+    texts = texts_with_near_duplicates(400, threshold)
+    common = common_shingles(c.shingles for c in candidates(texts[::5])) if sampled_common else frozenset()
+    assert bool(common) is sampled_common
+    kept, _, near = kept_ids(texts, threshold, common)
     assert kept == brute_force(texts, threshold, 3)
     assert near > 0
+
+
+def test_common_shingles_learnt_from_a_sample_change_nothing_but_speed():
+    texts = texts_with_near_duplicates(2100, 1)  # from 2000 examples on, deduplicate() samples by itself
+    assert common_shingles(c.shingles for c in candidates(texts)[::10])  # as it does: there is something to learn
+    assert kept_ids(texts) == kept_ids(texts, common=frozenset())
+    assert kept_ids(texts)[0] == brute_force(texts, 0.8, 3)
