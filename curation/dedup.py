@@ -1,7 +1,7 @@
 """Duplicate removal: exact (after normalisation) and near (Jaccard similarity of word shingles).
 
 Examples are visited newest first and each is compared only with those already kept, so the newest of
-every group survives. Normalisation ignores case, punctuation and spacing; exact duplicates share a digest
+every group survives. Normalisation ignores case, punctuation and spacing; exact duplicates share the hash
 of the normalised words.
 
 Near duplicates are found without comparing all pairs, by prefix filtering (Bayardo et al., "Scaling up
@@ -13,14 +13,13 @@ work grows with the number of similar pairs, not with N^2, provided that shingle
 ("i want to") come last in the order, out of the prefixes. Which shingles are common is learnt from a
 sample of the examples; the rest are ordered by hash.
 
-Shingles are hash() values of word tuples, made by Signer where the example is made (in the worker
-processes). String hashes are salted per interpreter, so every process that signs examples must share the
-salt (forked workers do); the salt only reorders the work, it never changes which pairs reach the
-threshold (up to a 2^-64 chance of two shingles colliding).
+Shingles (and the exact-duplicate key) are hash() values of word tuples, made by Signer where the example
+is made, in the worker processes. String hashes are salted per interpreter, so every process that signs
+examples must share the salt (forked workers do); the salt only reorders the work, it never changes the
+result (up to a 2^-64 chance of two different word tuples colliding).
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import string
 from array import array
@@ -44,9 +43,9 @@ class Signer:
     def __init__(self, shingle_words: int):
         self.k = shingle_words
 
-    def __call__(self, text: str) -> tuple[bytes, array]:
+    def __call__(self, text: str) -> tuple[int, array]:
         words = text.lower().translate(_PUNCTUATION).split()
-        digest = hashlib.blake2b(" ".join(words).encode(), digest_size=16).digest()
+        digest = hash(tuple(words))
         if len(words) <= self.k:  # a text under k words is one shingle (none when it has no words)
             return digest, array("q", [hash(tuple(words))] if words else [])
         return digest, array("q", sorted(set(map(hash, zip(*(words[i:] for i in range(self.k)))))))
@@ -69,7 +68,7 @@ def deduplicate(candidates: list[Candidate], threshold: float,
         enough = len(candidates) >= SAMPLE_FROM
         common = common_shingles(c.shingles for c in candidates[::SAMPLE_EVERY]) if enough else frozenset()
     newest_first = sorted(candidates, key=lambda c: -c.when if c.when is not None else math.inf)
-    seen: set[bytes] = set()
+    seen: set[int] = set()
     kept: list[Candidate] = []
     # shingle -> (kept candidate, its prefix), or a list of them: most shingles are in one prefix only
     index: dict[int, _Entry | list[_Entry]] = {}

@@ -43,7 +43,7 @@ class Candidate:
     when: float | None
     importance: float
     line: str  # the row as one line of JSON (no newline)
-    digest: bytes  # of the normalised text: exact duplicates share it
+    digest: int  # hash of the normalised words: exact duplicates share it
     shingles: array  # the text's shingle hashes, ascending (curation.dedup)
 
     def __reduce__(self):

@@ -9,36 +9,44 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
+from itertools import chain, islice
 
-# Inputs per run: about 8 runs per worker, so the last one to finish leaves little idle time, and at
-# least 256 so that each run's overhead in the parent (a few ms) stays small next to its work.
-MIN_CHUNK, MAX_CHUNK, TASKS_PER_WORKER = 256, 4096, 8
+CHUNK = 1024  # inputs per run: enough that a run's overhead in the parent (a few ms) is noise next to its work
 
 _work: Callable | None = None  # the function workers apply; set before the fork, inherited by the children
 
 
-def map_chunks(fn: Callable[[Sequence], object], items: Sequence, workers: int) -> Iterator:
-    """fn(run) for consecutive runs of items, in order."""
+def map_chunks(fn: Callable[[list], object], items: Iterable, workers: int) -> Iterator:
+    """fn(run) for consecutive runs of CHUNK items, in order.
+
+    `items` may be a generator (the walk of a memory tree): it is consumed while the workers work.
+    """
     global _work
-    size = max(MIN_CHUNK, min(MAX_CHUNK, len(items) // (workers * TASKS_PER_WORKER)))
-    chunks = [items[i:i + size] for i in range(0, len(items), size)]
-    if workers < 2 or len(chunks) < 2 or "fork" not in multiprocessing.get_all_start_methods():
-        yield from map(fn, chunks)
+    chunks = _runs(items)
+    first = list(islice(chunks, 2))
+    if workers < 2 or len(first) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        yield from map(fn, chain(first, chunks))
         return
     _work = fn
     try:
         with multiprocessing.get_context("fork").Pool(workers, initializer=_worker_signals) as pool:
-            yield from pool.imap(_apply, chunks)
+            yield from pool.imap(_apply, chain(first, chunks))
     finally:
         _work = None
+
+
+def _runs(items: Iterable) -> Iterator[list]:
+    it = iter(items)
+    while run := list(islice(it, CHUNK)):
+        yield run
 
 
 def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _apply(chunk: Sequence) -> object:
+def _apply(chunk: list) -> object:
     return _work(chunk)
 
 

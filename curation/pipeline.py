@@ -52,9 +52,9 @@ def _collector_paused():
 
 def _prepare(ds, eval_fraction: float, out_dir: Path) -> dict:
     root = root_of(ds.source, ds.path)
-    total = Batch()
+    total, unlisted = Batch(), []
     if ds.source == "jsonl":
-        items, method = list(jsonl_inputs(root, ds.max_file_bytes)), "rows"
+        items, method = jsonl_inputs(root, ds.max_file_bytes), "rows"
     else:
         roots = episodic_roots(root, ds.user)
         if not roots:
@@ -62,17 +62,17 @@ def _prepare(ds, eval_fraction: float, out_dir: Path) -> dict:
                                "profiles/<user>/memory/episodic/",
                                "set dataset.path to the MetaHuman OS root folder (the one with memory/ or "
                                "profiles/ in it); nothing was rented")
-        items, method = list(json_files([str(r) for r in roots], total.malformed)), "memory_files"
-        total.read = len(total.malformed)  # a folder that cannot be listed is one bad input
+        items, method = json_files([str(r) for r in roots], unlisted), "memory_files"
     for batch in map_chunks(getattr(Processor(ds), method), items, ds.workers or default_workers()):
         total.add(batch)
-    candidates, newest, malformed = total.candidates, total.newest, total.malformed
+    read = total.read + len(unlisted)  # a folder that cannot be listed is one bad input
+    malformed = total.malformed + unlisted
     dropped = zero_counts() | dict(total.dropped)
     dropped["malformed"] = len(malformed)
 
-    kept, dropped["duplicate"], dropped["near_duplicate"] = deduplicate(candidates, ds.dedup.near_threshold)
+    kept, dropped["duplicate"], dropped["near_duplicate"] = deduplicate(total.candidates, ds.dedup.near_threshold)
     f = ds.filters
-    reference = bound(f.reference_date, end=False) if f.reference_date else newest
+    reference = bound(f.reference_date, end=False) if f.reference_date else total.newest
     selected = select(kept, f.max_examples, dict(f.type_share), f.half_life_days, reference)
     dropped["over_cap"] = len(kept) - len(selected)
 
@@ -89,7 +89,7 @@ def _prepare(ds, eval_fraction: float, out_dir: Path) -> dict:
         source={"kind": ds.source, "path": str(root), "user": ds.user},
         config={"dataset": dataclasses.asdict(ds), "train": {"eval_fraction": eval_fraction}},
         reference_date=iso(reference) if reference is not None else None,
-        read=total.read, train=len(train), evals=len(evals), dropped=dropped, malformed=malformed,
+        read=read, train=len(train), evals=len(evals), dropped=dropped, malformed=malformed,
         sha256={name: sha256_file(out_dir / name) for name in OUTPUTS},
     )
     (out_dir / "manifest.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

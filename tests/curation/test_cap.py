@@ -7,7 +7,7 @@ NOW = 1_760_000_000.0
 
 
 def cand(name, kind="observation", days_old=0.0, importance=0.5):
-    return Candidate(name, kind, NOW - days_old * DAY, importance, "{}", b"", None)
+    return Candidate(name, kind, NOW - days_old * DAY, importance, "{}", 0, None)
 
 
 def ids(kept):

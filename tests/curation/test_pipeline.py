@@ -5,7 +5,7 @@ import json
 import pytest
 
 import curation
-from curation.parallel import MIN_CHUNK
+from curation.parallel import CHUNK
 from curation.reasons import REASONS
 from engine.errors import DatasetError
 from tests.memtree import Tree, dataset, read_rows, sentence, snapshot
@@ -182,7 +182,7 @@ def test_the_split_is_a_function_of_the_id(tmp_path, tree):
 
 
 def test_workers_give_the_same_dataset_as_one_process(tmp_path, tree):
-    for i in range(2 * MIN_CHUNK + 100):  # three tasks for two workers
+    for i in range(2 * CHUNK + 100):  # three runs for two workers
         tree.add(content=sentence(i % 700, 30) if i % 9 else LONG, hours=i)
     tree.raw("memory/episodic/2025/garbage.json", b"\x00\x01garbage")
     outputs = []
