@@ -19,7 +19,7 @@ ROLES = ("system", "user", "assistant")
 
 @dataclass(frozen=True)
 class Style:
-    """What conversion needs from the config, read once (a DictConfig lookup per memory would dominate)."""
+    """What conversion needs from the config, with the system prompt already formatted."""
 
     name: str  # the persona's name, for templates
     system_prompt: str

@@ -38,7 +38,7 @@ _Entry = tuple[Candidate, tuple[int, ...]]  # a kept candidate and its prefix, i
 
 
 class Signer:
-    """text -> (digest of the normalised words, its shingle hashes in ascending order)."""
+    """text -> (hash of its normalised words, its shingle hashes in ascending order)."""
 
     def __init__(self, shingle_words: int):
         self.k = shingle_words

@@ -28,6 +28,8 @@ from curation.split import is_eval
 from curation.walk import json_files
 
 OUTPUTS = ("train.jsonl", "eval.jsonl")
+
+
 def prepare(ds, eval_fraction: float, out_dir: Path) -> dict:
     """Curate `ds` (engine.schema.DatasetConfig) into out_dir/{train,eval}.jsonl and manifest.json.
 

@@ -14,8 +14,7 @@ from typing import Callable
 from omegaconf import DictConfig, OmegaConf
 
 from curation.dates import bound
-from curation.memory import CONVERSATION_TYPES
-from curation.memory import TYPES as MEMORY_TYPES
+from curation.memory import CONVERSATION_TYPES, TYPES as MEMORY_TYPES
 from curation.sources import profiles, root_of
 from engine.errors import ConfigError
 
@@ -67,7 +66,7 @@ def _check_dataset(ds: DictConfig, need: Callable[[bool, str, str], None], missi
     try:
         ds.persona.system_prompt.format(name="")
     except (KeyError, IndexError, ValueError):
-        need(False, "dataset.persona.system_prompt", "may only use the placeholder {name} (write {{ and }} for braces)")
+        need(False, "dataset.persona.system_prompt", "may only use the placeholder {name} (write {{ }} for braces)")
 
     f = ds.filters
     for key, named in (("types", f.types), ("tag_exempt_types", f.tag_exempt_types), ("type_share", f.type_share)):
