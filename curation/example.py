@@ -10,8 +10,9 @@ import json
 from array import array
 from dataclasses import dataclass
 
-# Made once: json.dumps(..., ensure_ascii=False) builds a new encoder on every call.
-encode = json.JSONEncoder(ensure_ascii=False).encode
+# Made once (json.dumps(..., ensure_ascii=False) builds a new encoder on every call), and without the
+# cycle check: a row is a tree. Both matter at one row per memory.
+encode = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode
 
 
 @dataclass(slots=True)

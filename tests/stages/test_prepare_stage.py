@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from curation.reasons import REASONS
-from tests.memtree import Tree
+from tests.memtree import Tree, snapshot
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,9 +57,11 @@ def test_pipeline_prepare_prints_the_funnel_and_writes_the_dataset(tmp_path):
     for i in range(12):
         tree.add(layout="old" if i % 2 else "profile")
     tree.raw("memory/episodic/2025/broken.json", b"{")
+    before = snapshot(tree.root)
     run_dir = tmp_path / "run"
     proc = run(run_dir, "pipeline=prepare", *metahuman(tree.root))
     assert proc.returncode == 0, proc.stderr
+    assert snapshot(tree.root) == before
     for reason in REASONS:
         assert f"- {reason}" in proc.stderr
     assert "broken.json: not JSON" in proc.stderr
