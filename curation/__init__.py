@@ -4,8 +4,9 @@ Every memory read ends in exactly one place: an example in train.jsonl or eval.j
 reason in manifest.json (curation.reasons lists them in the order they are checked). The memory folder is
 only ever read.
 
-    manifest = curation.prepare(dataset_cfg, eval_fraction, out_dir)
-    curation.check(manifest, dataset_cfg, out_dir)   # raises DatasetError when there is nothing worth training on
+    manifest = curation.prepare(dataset_cfg, eval_fraction, out_dir)  # train.jsonl, eval.jsonl, manifest.json
+    print("\n".join(curation.table(manifest)))
+    curation.check(manifest, dataset_cfg, out_dir / "manifest.json")  # DatasetError: not worth training on
 
 Standard library only: the orchestrator must stay light (`python run.py --help` imports this).
 """
