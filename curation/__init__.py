@@ -8,7 +8,8 @@ only ever read.
     print("\n".join(curation.table(manifest)))
     curation.check(manifest, dataset_cfg, out_dir / "manifest.json")  # DatasetError: not worth training on
 
-Standard library only: the orchestrator must stay light (`python run.py --help` imports this).
+Standard library and engine.errors / engine.hashing only: the orchestrator must stay light (`python run.py
+--help` imports this).
 """
 from curation.pipeline import check, prepare
 from curation.report import table
