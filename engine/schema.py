@@ -72,7 +72,7 @@ class FiltersConfig:
     max_examples: Optional[int] = None  # keep at most this many, best importance x time weight: over_cap
     half_life_days: float = 30.0  # time weight 2^(-age_days / half_life_days), used when a cap bites
     reference_date: Optional[str] = None  # ages count back from here (later memories: fresh); null: the newest memory
-    type_share: dict[str, float] = field(default_factory=dict)  # most a type may fill, e.g. {reflection: 0.6}
+    type_share: dict[str, float] = field(default_factory=dict)  # most a type may fill: +...type_share.reflection=0.6
 
 
 @dataclass
