@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from omegaconf import DictConfig
 
@@ -25,6 +25,7 @@ class RunContext:
     provider: Provider | None = None
     transport: Transport | None = None
     stage: str = ""  # the stage now running, for log lines
+    closers: list[Callable[[], None]] = field(default_factory=list)  # stopped before the pod goes (heartbeat)
 
     @property
     def run_id(self) -> str:

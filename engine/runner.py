@@ -30,13 +30,12 @@ def exit_status() -> int:
     return max(_exit_codes, default=0)
 
 
-def _run_dir(cfg: DictConfig) -> Path:
-    try:
-        from hydra.core.hydra_config import HydraConfig
+def _hydra_run_dir() -> Path:
+    from hydra.core.hydra_config import HydraConfig
 
-        return Path(HydraConfig.get().runtime.output_dir)
-    except ValueError:  # composed without @hydra.main (tests): the caller must set run_dir
-        return Path(cfg.get("run_dir") or f"runs/{time.strftime('%Y-%m-%d/%H-%M-%S')}")
+    if not HydraConfig.initialized():
+        raise ValueError("engine.run(cfg) outside @hydra.main needs run_dir=")
+    return Path(HydraConfig.get().runtime.output_dir)
 
 
 def new_run_id() -> str:
@@ -64,7 +63,16 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _run_stage(ctx: RunContext, name: str, stage) -> None:
+def _run_stage(ctx: RunContext, name: str, stage) -> BaseException | None:
+    """Run one stage, record how it ended; returns what it raised (the first failure sets the exit code)."""
+    if stage.always:
+        with signals.shielded():  # cleanup must finish even if Ctrl-C is pressed again
+            return _run_stage_unshielded(ctx, name, stage)
+    return _run_stage_unshielded(ctx, name, stage)
+
+
+def _run_stage_unshielded(ctx: RunContext, name: str, stage) -> BaseException | None:
+    error = None
     record = StageRecord(status="running", started_at=now())
     ctx.state.stages[name] = record
     ctx.stage = name
@@ -75,10 +83,12 @@ def _run_stage(ctx: RunContext, name: str, stage) -> None:
             stage.run(ctx)
             record.status = "succeeded"
         except (KeyboardInterrupt, Interrupted) as exc:
+            error = exc
             record.status, record.error = "interrupted", _describe(exc)
             ctx.state.status = "interrupted"
             logger.warning(f"{record.error}: stopping after cleanup")
         except Exception as exc:
+            error = exc
             record.status, record.error = "failed", redact(_describe(exc))
             if ctx.state.status == "running":
                 ctx.state.status = "failed"
@@ -89,6 +99,7 @@ def _run_stage(ctx: RunContext, name: str, stage) -> None:
             record.ended_at = now()
             record.seconds = round(time.monotonic() - started, 3)
             ctx.save()
+    return error
 
 
 def _ensure_terminated(ctx: RunContext) -> None:
@@ -107,8 +118,9 @@ def _ensure_terminated(ctx: RunContext) -> None:
             ctx.state.status = "failed"
 
 
-def run(cfg: DictConfig) -> int:
-    run_dir = _run_dir(cfg).resolve()
+def run(cfg: DictConfig, run_dir: Path | None = None) -> int:
+    """Run one job; returns its exit code (0 succeeded, 1 failed, 2 bad config or data, 130 interrupted)."""
+    run_dir = Path(run_dir or _hydra_run_dir()).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     logs.setup(run_dir)
     load_dotenv()
@@ -120,45 +132,40 @@ def run(cfg: DictConfig) -> int:
         stages = build_stages(cfg)
         ctx.provider = make_provider(ctx)
     except LorapodError as exc:
-        return _finish(ctx, "failed", exc, stage="config")
+        return _finish(ctx, "failed", first=exc, stage="config")
 
+    errors: list[BaseException | None] = []
     with signals.interruptible():
         try:
             for name, stage in stages:
                 if ctx.state.status != "running" and not stage.always:
                     ctx.state.stages[name] = StageRecord(status="skipped")
                     continue
-                if stage.always:
-                    with signals.shielded():
-                        _run_stage(ctx, name, stage)
-                else:
-                    _run_stage(ctx, name, stage)
+                errors.append(_run_stage(ctx, name, stage))
         except (KeyboardInterrupt, Interrupted):  # between two stages
             ctx.state.status = "interrupted"
             for name, stage in stages:
                 if name not in ctx.state.stages and stage.always:
-                    with signals.shielded():
-                        _run_stage(ctx, name, stage)
+                    errors.append(_run_stage(ctx, name, stage))
         finally:
             with signals.shielded():
                 _ensure_terminated(ctx)
     status = "succeeded" if ctx.state.status == "running" else ctx.state.status
-    return _finish(ctx, status)
+    return _finish(ctx, status, first=next((e for e in errors if e is not None), None))
 
 
-def _finish(ctx: RunContext, status: str, exc: LorapodError | None = None, stage: str | None = None) -> int:
+def _finish(ctx: RunContext, status: str, first: BaseException | None = None, stage: str | None = None) -> int:
     ctx.state.status = status
     ctx.state.ended_at = now()
-    if exc is not None:
-        ctx.state.stages[stage] = StageRecord(status="failed", error=redact(str(exc)))
-        logger.bind(stage=stage).error(str(exc))
+    if stage is not None:  # the run failed before any stage: the config or its checks
+        ctx.state.stages[stage] = StageRecord(status="failed", error=redact(str(first)))
+        logger.bind(stage=stage).error(str(first))
     ctx.save()
     result = summary.write(ctx)
-    code = {"succeeded": 0, "interrupted": 130}.get(status, exc.exit_code if exc else 1)
+    code = {"succeeded": 0, "interrupted": 130}.get(status, getattr(first, "exit_code", 1))
     _exit_codes.append(code)
-    where = result["paths"]["adapter"] or ctx.run_dir
-    line = f"{status} in {result['seconds']:.1f}s; "
-    line += f"adapter: {where}" if result["paths"]["adapter"] else f"details: {ctx.run_dir / 'run.log'}"
+    adapter = result["paths"]["adapter"]
+    line = f"{status} in {result['seconds']:.1f}s; " + (f"adapter: {adapter}" if adapter else f"details: {ctx.run_dir / 'run.log'}")
     (logger.success if status == "succeeded" else logger.error)(line)
     return code
 

@@ -19,6 +19,39 @@ class LocalProviderConfig:
 
 
 @dataclass
+class RunPodProviderConfig:
+    _target_: str = "engine.providers.runpod.RunPodProvider"
+    name: str = "runpod"
+    api_url: str = "https://api.runpod.io/v2"  # REST v2 base URL; tests point it at the emulator
+    api_key_env: str = "RUNPOD_API_KEY"  # environment variable (or .env entry) holding the key; never the key itself
+    cloud_order: list[str] = field(default_factory=lambda: ["COMMUNITY", "SECURE"])  # tried in order on no capacity
+    disk_gb: int = 40  # container disk
+    min_cuda: Optional[str] = "12.8"  # the host driver's CUDA floor: the image's torch is built for CUDA 12.8
+    network_volume_id: Optional[str] = None  # a persistent network volume to mount at /workspace
+    data_center_ids: list[str] = field(default_factory=list)  # restrict placement; empty: anywhere
+    ready_timeout_s: float = 600.0  # RUNNING with a public TCP port 22 within this, or the pod is deleted
+    poll_interval_s: float = 5.0  # between status reads while waiting
+    request_timeout_s: float = 30.0  # per HTTP request
+    max_runtime_s: int = 21600  # the pod deletes itself after this long, whatever happens to us
+    heartbeat_timeout_s: int = 900  # ... or when we stop touching its heartbeat for this long
+    heartbeat_interval_s: float = 30.0  # how often we touch it while the run is alive
+    workdir: str = "/workspace"  # remote.workdir when that is null
+
+
+@dataclass
+class SshProviderConfig:
+    _target_: str = "engine.providers.ssh.SshProvider"
+    name: str = "ssh"
+    host: str = MISSING  # a machine you already have; nothing is rented or deleted
+    port: int = 22
+    user: str = "root"
+    key_path: Optional[str] = None  # private key for the login; null: ~/.ssh/id_ed25519 then id_rsa
+    known_hosts: Optional[str] = None  # pin the host key from this file; null: ~/.ssh/known_hosts, else first contact
+    workdir: str = "/tmp/lorapod"  # remote.workdir when that is null
+    python: str = "python3"  # remote.python when that is null
+
+
+@dataclass
 class GpuConfig:
     name: str = MISSING  # the config option's name (rtx5090, cpu, ...)
     id: Optional[str] = None  # the provider's GPU type id, e.g. "NVIDIA GeForce RTX 5090"; null for cpu
@@ -154,6 +187,30 @@ class RemoteConfig:
 
 
 @dataclass
+class ImageConfig:
+    name: str = MISSING  # the option's name: lorapod (built from remote_image/), unsloth (Unsloth's published image)
+    repository: str = MISSING  # registry host and name, e.g. docker.io/lorapod/trainer (push access needed to build)
+    tag: Optional[str] = None  # null: the content hash of image.context, computed and pushed by the build stage
+    context: Optional[str] = None  # folder with the Dockerfile, relative to the project; null: a published image
+    ref: Optional[str] = None  # deploy exactly this (repo:tag or repo@sha256:...), build nothing; null: repository:tag
+    python: str = MISSING  # the interpreter inside the image: remote.python for providers that deploy images
+    logs_host_keys: bool = False  # the image prints start.sh's `lorapod-host-key:` lines, so the client can pin them
+
+
+@dataclass
+class BuildConfig:
+    skip: bool = False  # trust that the image exists: no registry call, no docker (needs an explicit image.tag)
+    platform: str = "linux/amd64"  # the pods' platform, passed to docker buildx build --platform
+    registry_url: Optional[str] = None  # registry API base; null: image.repository's host (Docker Hub's for docker.io)
+    timeout_s: float = 30.0  # per registry request
+
+
+@dataclass
+class ProbeConfig:
+    timeout_s: float = 300.0  # keep trying to reach the pod's sshd this long after it reports ready
+
+
+@dataclass
 class Config:
     provider: Any = MISSING
     gpu: GpuConfig = MISSING
@@ -163,6 +220,9 @@ class Config:
     train: TrainConfig = MISSING
     pipeline: PipelineConfig = MISSING
     remote: RemoteConfig = MISSING
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    image: ImageConfig = MISSING
+    build: BuildConfig = MISSING
 
 
 def register() -> None:
@@ -171,6 +231,8 @@ def register() -> None:
     # Provider options differ in shape, so each brings its own schema. They live under schema/ so they
     # never show up as options of the provider group itself.
     cs.store(group="schema/provider", name="local", node=LocalProviderConfig)
+    cs.store(group="schema/provider", name="runpod", node=RunPodProviderConfig)
+    cs.store(group="schema/provider", name="ssh", node=SshProviderConfig)
 
 
 register()

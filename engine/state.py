@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ class RunState:
     endpoint: dict[str, Any] | None = None
     marks: dict[str, float] = field(default_factory=dict)  # moments that bound billed overhead
     outputs: dict[str, Any] = field(default_factory=dict)  # what stages hand to later stages and the summary
+    owner: dict[str, Any] = field(default_factory=lambda: {"host": socket.gethostname(), "pid": os.getpid()})
 
     def mark(self, name: str) -> float:
         self.marks[name] = now()

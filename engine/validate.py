@@ -2,7 +2,8 @@
 
 Types were already checked by Hydra against engine.schema; here go the rules a type cannot say. Each
 problem names its key and where the value came from (the command line or a conf/ file), so the fix is
-one edit away. Nothing here touches the network: a bad config costs no API call.
+one edit away. Nothing here touches the network: a bad config costs no API call. A provider or stage class
+adds rules of its own with a static `check_config(cfg) -> [(key, rule), ...]`.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from curation.dates import bound
 from curation.memory import CONVERSATION_TYPES, TYPES as MEMORY_TYPES
 from curation.sources import profiles, root_of
+from engine import image
 from engine.errors import ConfigError
 
 BACKENDS = ("auto", "unsloth", "transformers")
@@ -23,8 +25,10 @@ MODEL_SOURCES = ("hub", "local", "random")
 DATASET_SOURCES = ("sample", "metahuman", "jsonl")
 
 
-def _origin(key: str) -> str:
+def _origin(cfg: DictConfig, key: str) -> str:
     """Where a key's value was set: an override on the command line, or the group's YAML file."""
+    if key.split(".", 1)[0] not in cfg:
+        return ""  # not a config key (an environment variable, say)
     try:
         from hydra.core.hydra_config import HydraConfig
 
@@ -163,6 +167,11 @@ def validate(cfg: DictConfig, extra_checks: list[Callable[[DictConfig], list[str
             continue
         if not callable(getattr(cls, "run", None)):
             problems.append((key, f"{target} has no run(ctx) method"))
+            continue
+        problems.extend(getattr(cls, "check_config", lambda c: [])(cfg))
+
+    if "image" not in missing and "image.repository" not in missing:
+        problems.extend(image.check_config(cfg))
 
     try:
         provider_cls = _import_target(cfg.provider._target_)
@@ -177,6 +186,6 @@ def validate(cfg: DictConfig, extra_checks: list[Callable[[DictConfig], list[str
 
     if problems:
         raise ConfigError(
-            [f"{key}: {rule}{_origin(key)}" for key, rule in problems],
+            [f"{key}: {rule}{_origin(cfg, key)}" for key, rule in problems],
             "fix these on the command line or in conf/; nothing was started and nothing was rented",
         )

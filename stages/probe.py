@@ -30,4 +30,7 @@ class Probe(BaseStage):
         if ctx.transport.exec(f"mkdir -p {shlex.quote(rdir)}", on_line=lines.append) != 0:
             raise StageError(f"cannot create {rdir} on the pod: {' '.join(lines)[-200:]}",
                              "set remote.workdir to a writable folder")
+        after_connect = getattr(ctx.provider, "after_connect", None)
+        if after_connect is not None:
+            after_connect(ctx)
         logger.info(f"pod ready: python {version[-1] if version else '?'} at {python}; run folder {rdir}")

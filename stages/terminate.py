@@ -10,12 +10,8 @@ from engine.stage import BaseStage
 
 
 def terminate_pod(ctx: RunContext, pod: Pod) -> None:
-    if ctx.transport is not None:
-        try:
-            ctx.transport.close()
-        except Exception as exc:  # a dead connection must not keep the pod alive
-            logger.debug(f"closing the connection: {exc}")
-        ctx.transport = None
+    while ctx.closers:
+        ctx.closers.pop()()
     ctx.state.mark("delete_sent")
     try:
         ctx.provider.terminate(pod)
@@ -23,11 +19,22 @@ def terminate_pod(ctx: RunContext, pod: Pod) -> None:
         manual = getattr(ctx.provider, "manual_terminate_hint", lambda p: "delete it in the provider's console")(pod)
         raise ProviderError(f"COULD NOT DELETE POD {pod.id} ({pod.name}): it may still be billing. {exc}",
                             f"finish the job yourself: {manual}") from exc
+    finally:
+        _close_transport(ctx)
     ctx.state.pod["terminated"] = True
     ctx.state.mark("pod_terminated")
     ctx.state.outputs["overhead"] = overhead(ctx)
     ctx.save()
     logger.info(f"pod {pod.id} terminated")
+
+
+def _close_transport(ctx: RunContext) -> None:
+    if ctx.transport is not None:
+        try:
+            ctx.transport.close()
+        except Exception as exc:  # a dead connection must not keep the pod alive
+            logger.debug(f"closing the connection: {exc}")
+        ctx.transport = None
 
 
 def overhead(ctx: RunContext) -> dict:

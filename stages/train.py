@@ -1,7 +1,7 @@
 """train: start training detached on the pod, follow its log home, and read its exit code.
 
 The training runs in its own session with a log, pid and exit-code file, so a dropped connection (or a
-dead laptop) does not kill it: following resumes from the last line seen. Lines that start with
+dead laptop) does not kill it: following (remote_image/follow_log.py) resumes from the last line seen. Lines that start with
 EVENT_PREFIX are progress events (see remote_image/train_unsloth.py) and drive the progress bar; every line
 is also written to <run_dir>/train.log as it arrives, so the log is home even if the pod is not.
 """
@@ -15,11 +15,13 @@ from collections import deque
 from loguru import logger
 
 from engine.context import RunContext
-from engine.errors import StageError, TransportError
+from engine.errors import ProviderError, StageError, TransportError
 from engine.progress import ProgressBar
+from engine.providers.base import current_pod
 from engine.stage import BaseStage
-from stages.upload import SCRIPT_NAME
+from stages.upload import FOLLOWER_NAME, SCRIPT_NAME
 
+VANISHED = 3  # follow_log.py's status when training ended without writing an exit code
 EVENT_PREFIX = "@@lorapod "  # the same constant as in remote_image/train_unsloth.py (a test keeps them equal)
 
 
@@ -33,11 +35,8 @@ def launch_command(rdir: str, python: str) -> str:
             f"&& echo launched")
 
 
-def follow_command(rdir: str, from_line: int) -> str:
-    # GNU tail --pid ends the stream when training ends; without a pid file training is over already.
-    return (f"cd {shlex.quote(rdir)} && if [ -f train.pid ]; then "
-            f"tail -n +{from_line} -s 0.5 --pid=\"$(cat train.pid)\" -F train.log 2>/dev/null; "
-            f"else tail -n +{from_line} train.log; fi")
+def follow_command(rdir: str, python: str, from_line: int) -> str:
+    return f"cd {shlex.quote(rdir)} && {shlex.quote(python)} {FOLLOWER_NAME} train.log {from_line} train.pid exit_code"
 
 
 class Train(BaseStage):
@@ -72,27 +71,44 @@ class Train(BaseStage):
         rdir, lost_at = ctx.remote_dir, None
         while True:
             try:
-                ctx.transport.exec(follow_command(rdir, follower.lines_seen + 1), on_line=follower.line)
+                status = ctx.transport.exec(follow_command(rdir, ctx.remote_python, follower.lines_seen + 1),
+                                            on_line=follower.line)
                 code = _read_exit_code(ctx, rdir)
                 if code is not None:
                     return code
-                if not _is_running(ctx, rdir):
+                if status == VANISHED:
                     raise StageError("the training process vanished without an exit code (killed? out of memory?)",
                                      f"see {ctx.run_dir / 'train.log'}")
-                lost_at = None  # the stream ended early but training lives: follow again
+                raise StageError(f"following the training log failed (exit status {status})",
+                                 f"see {ctx.run_dir / 'train.log'} and {rdir}/train.log on the pod")
             except TransportError as exc:
                 lost_at = lost_at or time.monotonic()
                 if time.monotonic() - lost_at > self.reconnect_s:
                     raise StageError(f"lost the pod for over {self.reconnect_s:.0f}s: {exc}") from exc
-                logger.warning(f"connection lost at line {follower.lines_seen} ({exc}); training goes on, reconnecting")
                 reconnect = getattr(ctx.transport, "reconnect", None)
                 if reconnect is None:
                     raise
+                _check_pod_alive(ctx, exc)
+                logger.warning(f"connection lost at line {follower.lines_seen} ({exc}); training goes on, reconnecting")
                 time.sleep(1.0)
                 try:
                     reconnect()
+                    lost_at = None
                 except TransportError as again:
                     logger.warning(f"reconnect failed: {again}")
+
+
+def _check_pod_alive(ctx: RunContext, exc: Exception) -> None:
+    """A pod deleted from the console (or by its own deadline) must end the run, not a reconnect loop."""
+    is_alive = getattr(ctx.provider, "is_alive", None)
+    try:
+        gone = is_alive is not None and not is_alive(current_pod(ctx))
+    except ProviderError as api_down:  # no answer is not "gone": keep trying to reach the pod
+        logger.debug(f"cannot ask the provider about the pod: {api_down}")
+        return
+    if gone:
+        raise StageError(f"the pod is gone (deleted or stopped outside this run) while training: {exc}",
+                         "the dataset and logs are in the run folder; run again when ready") from exc
 
 
 def _read_exit_code(ctx: RunContext, rdir: str) -> int | None:
@@ -102,11 +118,6 @@ def _read_exit_code(ctx: RunContext, rdir: str) -> int | None:
         return int(out[0].strip()) if out else None
     except ValueError:
         return None
-
-
-def _is_running(ctx: RunContext, rdir: str) -> bool:
-    cmd = f"cd {shlex.quote(rdir)} && [ -f train.pid ] && kill -0 \"$(cat train.pid)\""
-    return ctx.transport.exec(cmd + " 2>/dev/null") == 0
 
 
 class _Follower:

@@ -1,4 +1,4 @@
-"""upload: the dataset, config.json and the training script to the pod, each checked by sha256 on arrival."""
+"""upload: the dataset, config.json, the training script and its log follower to the pod, each checked by sha256 on arrival."""
 from __future__ import annotations
 
 import json
@@ -8,11 +8,13 @@ import time
 from loguru import logger
 from omegaconf import OmegaConf
 
-from engine.context import RunContext
+from engine.context import PROJECT_ROOT, RunContext
 from engine.errors import StageError
 from engine.stage import BaseStage
 
 SCRIPT_NAME = "train_unsloth.py"
+FOLLOWER_NAME = "follow_log.py"
+FOLLOWER = PROJECT_ROOT / "remote_image" / FOLLOWER_NAME
 
 
 def pod_config(ctx: RunContext) -> dict:
@@ -36,7 +38,7 @@ class Upload(BaseStage):
         if not ctx.script_path.is_file():
             raise StageError(f"training script not found: {ctx.script_path}", "set remote.script to an existing file")
         files = [(ctx.dataset_dir / n, f"dataset/{n}") for n in ("train.jsonl", "eval.jsonl", "manifest.json")]
-        files += [(config_path, "config.json"), (ctx.script_path, SCRIPT_NAME)]
+        files += [(config_path, "config.json"), (ctx.script_path, SCRIPT_NAME), (FOLLOWER, FOLLOWER_NAME)]
         started, total = time.monotonic(), 0
         for local, rel in files:
             if not local.is_file():

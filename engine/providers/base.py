@@ -35,6 +35,9 @@ class Endpoint:
     host: str | None = None
     port: int | None = None
     user: str | None = None
+    key_path: str | None = None  # private key to log in with
+    host_keys: list[str] = field(default_factory=list)  # `<type> SHA256:<fp>` the pod announced; empty: pin at first contact
+    trusted_known_hosts: str | None = None  # a known_hosts file to trust as well (a machine you already know)
 
 
 class Provider(Protocol):

@@ -1,0 +1,247 @@
+"""transport=ssh (paramiko): exec with streamed output, SFTP put/get checked by sha256, reconnects.
+
+Connecting retries with backoff until the probe's deadline, because a fresh pod's sshd is often not up
+yet; a refused key or a changed host key fails at once, because waiting cannot fix either. TCP keepalives
+notice a dead network within about half a minute, so the train stage can reconnect while training goes on.
+"""
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import shlex
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paramiko
+from loguru import logger
+
+from engine.errors import HostKeyError, TransportError
+from engine.sshkeys import PinHostKey
+from engine.transport.base import LineSink, check_sha256
+
+# Long fat links: a channel window of 64 MB keeps a 50 ms round trip busy at over 1 GB/s, where paramiko's
+# default 2 MB caps it near 40 MB/s. 256 KB packets (OpenSSH's maximum) cut paramiko's per-packet Python work.
+WINDOW_SIZE = 64 * 1024 * 1024
+MAX_PACKET_SIZE = 256 * 1024
+RETRYABLE = (OSError, EOFError, paramiko.SSHException)
+# Reads in flight per batch: 8 MB keeps a long link full; paramiko's own prefetch() of a whole big file
+# spends its time bookkeeping thousands of outstanding requests (10-20 s for 200 MB here, against 1 s).
+READ_REQUEST = 256 * 1024  # OpenSSH's sftp-server serves reads up to this size
+READS_IN_FLIGHT = 32
+
+
+@dataclass
+class SshTarget:
+    host: str
+    port: int
+    user: str
+    key_path: Path
+    known_hosts: Path  # the run's own: every host key it has seen, enforced on later connections
+    expected_host_keys: list[str] = field(default_factory=list)  # `<type> SHA256:<fp>` from the pod's log
+    trusted_known_hosts: Path | None = None  # e.g. ~/.ssh/known_hosts for a machine you already know
+    python: str = "python3"  # hashes files on the far side (hashlib: several times faster than sha256sum)
+
+    def describe(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}"
+
+
+def _keepalive_socket(host: str, port: int, timeout: float) -> socket.socket:
+    sock = socket.create_connection((host, port), timeout=timeout)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for opt, value in (("TCP_KEEPIDLE", 15), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, opt):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), value)
+    return sock
+
+
+class SshTransport:
+    def __init__(self, target: SshTarget, connect_timeout_s: float = 15.0):
+        self.target = target
+        self.connect_timeout_s = connect_timeout_s
+        self.client: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+
+    @classmethod
+    def connect(cls, endpoint, ctx) -> SshTransport:
+        target = SshTarget(
+            host=endpoint.host, port=endpoint.port, user=endpoint.user, key_path=Path(endpoint.key_path),
+            known_hosts=ctx.run_dir / "ssh" / "known_hosts", expected_host_keys=list(endpoint.host_keys or []),
+            trusted_known_hosts=Path(endpoint.trusted_known_hosts) if endpoint.trusted_known_hosts else None,
+            python=ctx.remote_python)
+        transport = cls(target)
+        transport.open(deadline_s=ctx.cfg.probe.timeout_s)
+        return transport
+
+    # -- connecting ---------------------------------------------------------------------------------
+
+    def open(self, deadline_s: float) -> None:
+        """Connect, retrying what time can fix (refused, reset, no banner yet) until deadline_s has passed."""
+        started, delay, attempts = time.monotonic(), 0.5, 0
+        while True:
+            attempts += 1
+            try:
+                self._open_once()
+                if attempts > 1:
+                    logger.info(f"connected to {self.target.describe()} after {attempts} attempts")
+                return
+            except (HostKeyError, TransportError):
+                raise
+            except paramiko.BadHostKeyException as exc:
+                raise HostKeyError(
+                    f"host key for {self.target.describe()} changed since first contact: expected "
+                    f"{exc.expected_key.get_name()} {exc.expected_key.fingerprint}, got "
+                    f"{exc.key.get_name()} {exc.key.fingerprint}",
+                    f"someone else may be answering; the pinned key is in {self.target.known_hosts}") from exc
+            except paramiko.AuthenticationException as exc:
+                raise TransportError(
+                    f"{self.target.describe()} refused the SSH key {self.target.key_path} ({exc})",
+                    "the pod did not get this run's public key (PUBLIC_KEY / SSH_PUBLIC_KEY), or for "
+                    "provider=ssh the key is not in the machine's authorized_keys") from exc
+            except RETRYABLE as exc:
+                waited = time.monotonic() - started
+                if waited + delay > deadline_s:
+                    raise TransportError(f"could not reach {self.target.describe()} over SSH within "
+                                         f"{deadline_s:.0f}s ({attempts} attempts; last: {exc or type(exc).__name__})",
+                                         "raise probe.timeout_s if the pod is just slow to start") from exc
+                logger.debug(f"ssh {self.target.describe()} not ready ({exc!r}); retrying in {delay:.1f}s")
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def _open_once(self) -> None:
+        self.close()
+        t = self.target
+        client = paramiko.SSHClient()
+        if t.trusted_known_hosts and t.trusted_known_hosts.is_file():
+            client.load_system_host_keys(str(t.trusted_known_hosts))
+        if t.known_hosts.is_file():
+            client.load_host_keys(str(t.known_hosts))
+        client.set_missing_host_key_policy(PinHostKey(t.known_hosts, t.expected_host_keys))
+        sock = _keepalive_socket(t.host, t.port, self.connect_timeout_s)
+        try:
+            client.connect(t.host, t.port, username=t.user, key_filename=str(t.key_path), sock=sock,
+                           look_for_keys=False, allow_agent=False, timeout=self.connect_timeout_s,
+                           banner_timeout=self.connect_timeout_s, auth_timeout=self.connect_timeout_s)
+        except BaseException:
+            client.close()
+            sock.close()
+            raise
+        client.get_transport().set_keepalive(30)
+        self.client = client
+
+    def reconnect(self, deadline_s: float = 60.0) -> None:
+        self.open(deadline_s)
+
+    def _transport(self) -> paramiko.Transport:
+        transport = self.client.get_transport() if self.client else None
+        if transport is None or not transport.is_active():
+            raise TransportError(f"the SSH connection to {self.target.describe()} is gone")
+        return transport
+
+    # -- running commands ---------------------------------------------------------------------------
+
+    def exec(self, command: str, on_line: LineSink | None = None, timeout: float | None = None) -> int:
+        try:
+            channel = self._transport().open_session(window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET_SIZE)
+            channel.set_combine_stderr(True)
+            channel.settimeout(timeout)
+            channel.exec_command(command)
+            pending = b""
+            while True:
+                data = channel.recv(65536)
+                if not data:
+                    break
+                lines = (pending + data).split(b"\n")
+                pending = lines.pop()
+                for line in lines:
+                    if on_line:
+                        on_line(line.decode("utf-8", "replace"))
+            if pending and on_line:
+                on_line(pending.decode("utf-8", "replace"))
+            status = channel.recv_exit_status()
+        except socket.timeout as exc:
+            raise TransportError(f"command timed out after {timeout}s on {self.target.describe()}: {command[:80]}") from exc
+        except RETRYABLE as exc:
+            raise TransportError(f"connection to {self.target.describe()} lost: {exc or type(exc).__name__}") from exc
+        if status == -1:  # the channel closed without an exit status: the connection dropped under us
+            raise TransportError(f"connection to {self.target.describe()} lost while running: {command[:80]}")
+        return status
+
+    def remote_sha256(self, path: str) -> str:
+        script = ("import hashlib,sys\nh=hashlib.sha256()\nf=open(sys.argv[1],'rb')\n"
+                  "for b in iter(lambda:f.read(1<<20),b''):h.update(b)\nprint(h.hexdigest())")
+        out: list[str] = []
+        command = f"{shlex.quote(self.target.python)} -c {shlex.quote(script)} {shlex.quote(path)}"
+        if self.exec(command, on_line=out.append) != 0 or not out:
+            raise TransportError(f"cannot hash {path} on the pod: {' '.join(out)[-200:]}")
+        return out[-1].strip()
+
+    # -- files ------------------------------------------------------------------------------------
+
+    def sftp(self) -> paramiko.SFTPClient:
+        if self._sftp is None or self._sftp.get_channel().closed:
+            self._sftp = paramiko.SFTPClient.from_transport(self._transport(), window_size=WINDOW_SIZE,
+                                                            max_packet_size=MAX_PACKET_SIZE)
+        return self._sftp
+
+    def put(self, local: Path, remote: str) -> str:
+        local = Path(local)
+        digest = hashlib.sha256()
+        partial = remote + ".part"
+        try:
+            self.exec(f"mkdir -p {shlex.quote(posixpath.dirname(remote))}")
+            with open(local, "rb") as src, self.sftp().open(partial, "wb") as dst:
+                dst.set_pipelined(True)
+                for block in iter(lambda: src.read(1 << 20), b""):
+                    digest.update(block)
+                    dst.write(block)
+        except RETRYABLE as exc:
+            raise TransportError(f"upload of {local.name} to {self.target.describe()} failed: {exc}") from exc
+        expected = digest.hexdigest()
+        check_sha256(f"{remote} on the pod", expected, self.remote_sha256(partial))
+        self.exec(f"mv -f {shlex.quote(partial)} {shlex.quote(remote)}")
+        return expected
+
+    def get(self, remote: str, local: Path, sha256: str | None = None) -> str:
+        local = Path(local)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        partial = local.with_name(local.name + ".part")
+        expected = sha256 or self.remote_sha256(remote)
+        digest = hashlib.sha256()
+        try:
+            with self.sftp().open(remote, "rb") as src, open(partial, "wb") as dst:
+                for block in _pipelined_read(src, src.stat().st_size):
+                    digest.update(block)
+                    dst.write(block)
+            check_sha256(str(local), expected, digest.hexdigest())
+        except RETRYABLE as exc:
+            partial.unlink(missing_ok=True)
+            raise TransportError(f"download of {remote} from {self.target.describe()} failed: {exc}") from exc
+        except TransportError:
+            partial.unlink(missing_ok=True)
+            raise
+        partial.replace(local)
+        return expected
+
+    def close(self) -> None:
+        if self._sftp is not None:
+            try:
+                self._sftp.close()
+            except Exception:  # already gone with the connection
+                pass
+            self._sftp = None
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+
+def _pipelined_read(handle: paramiko.SFTPFile, size: int):
+    offset = 0
+    while offset < size:
+        batch = []
+        while offset < size and len(batch) < READS_IN_FLIGHT:
+            length = min(READ_REQUEST, size - offset)
+            batch.append((offset, length))
+            offset += length
+        yield from handle.readv(batch)

@@ -1,0 +1,748 @@
+"""The RunPod REST v2 emulator's HTTP side: routes, auth, fault injection, catalog, request log and validation.
+The package docstring (tests/emulator/__init__.py) is the user's guide."""
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import string
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.emulator import openapi
+from tests.emulator.pod import SSHD, WAIT_S, EmulatedPod, random_id
+
+CAPACITY_DETAIL = ("There are no longer any instances available with the requested specifications. "
+                   "Please refresh and try again.")
+DEFAULT_API_KEY = "rpa_EMULATOR0ACCOUNT0KEY0FOR0TESTS0ONLY0000000000"
+TITLES = {400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden", 404: "Not Found",
+          405: "Method Not Allowed", 409: "Conflict", 422: "Unprocessable Entity", 429: "Too Many Requests",
+          500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
+          504: "Gateway Timeout"}
+
+
+# ---------------------------------------------------------------------------------------------- catalog
+
+DATA_CENTERS = {"US-KS-2": "US Kansas 2", "EU-RO-1": "EU Romania 1", "CA-MTL-1": "CA Montreal 1"}
+
+
+@dataclass
+class GpuOffer:
+    """One GPU type of the catalog (GET /v2/catalog/gpus); prices are per GPU and hour."""
+
+    id: str
+    name: str
+    memory: int
+    secure_price: float
+    community_price: float
+    pool: Optional[str] = None
+    max_secure: int = 8
+    max_community: int = 8
+    secure: bool = True
+    community: bool = True
+    availability: str = "HIGH"  # what include=AVAILABILITY reports; stock never predicts a create
+    data_centers: tuple[str, ...] = ("US-KS-2", "EU-RO-1")
+    cuda_versions: tuple[str, ...] = ("12.4", "12.6", "12.8")
+
+    def price(self, cloud: str) -> float:
+        return self.community_price if cloud == "COMMUNITY" else self.secure_price
+
+    def max_count(self, cloud: str) -> int:
+        return self.max_community if cloud == "COMMUNITY" else self.max_secure
+
+    def offered_on(self, cloud: str) -> bool:
+        return self.community if cloud == "COMMUNITY" else self.secure
+
+    def to_json(self, availability: bool) -> dict:
+        body = {
+            "id": self.id, "name": self.name, "pool": self.pool, "manufacturer": "NVIDIA", "memory": self.memory,
+            "secure": self.secure, "community": self.community,
+            "price": {"secure": self.secure_price, "community": self.community_price},
+            "maxCount": {"secure": self.max_secure, "community": self.max_community},
+        }
+        if availability:
+            body["availability"] = self.availability
+            if self.availability != "NONE":
+                body["dataCenters"] = [{"id": dc, "name": DATA_CENTERS.get(dc, dc), "availability": self.availability}
+                                       for dc in self.data_centers]
+            body["cudaVersions"] = [{"version": v, "available": self.availability != "NONE"}
+                                    for v in self.cuda_versions]
+        return body
+
+
+def default_catalog() -> list[GpuOffer]:
+    blackwell = ("12.8", "12.9")
+    return [
+        GpuOffer("NVIDIA GeForce RTX 5090", "RTX 5090", 32, 0.94, 0.74, "BLACKWELL_32", cuda_versions=blackwell),
+        GpuOffer("NVIDIA GeForce RTX 4090", "RTX 4090", 24, 0.59, 0.34, "ADA_24"),
+        GpuOffer("NVIDIA A100 80GB PCIe", "A100 PCIe", 80, 1.64, 1.19, "AMPERE_80"),
+        GpuOffer("NVIDIA A100-SXM4-80GB", "A100 SXM", 80, 1.74, 1.39, "AMPERE_80"),
+        GpuOffer("NVIDIA H100 80GB HBM3", "H100 SXM", 80, 2.99, 2.69, "HOPPER_141"),
+        GpuOffer("NVIDIA H100 PCIe", "H100 PCIe", 80, 2.39, 1.99, "HOPPER_141"),
+        GpuOffer("NVIDIA H100 NVL", "H100 NVL", 94, 2.79, 2.59),
+        GpuOffer("NVIDIA H200", "H200", 141, 3.99, 3.59, "HOPPER_141", community=False),
+    ]
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+# ---------------------------------------------------------------------------------------------- faults
+
+@dataclass
+class FaultRule:
+    """Answer `status` to the next `remaining` requests that match (None: any method / any path template)."""
+
+    status: int
+    remaining: int
+    methods: Optional[frozenset[str]] = None
+    paths: Optional[frozenset[str]] = None
+    retry_after_s: Optional[int] = None
+    detail: str = ""
+
+    def matches(self, method: str, template: str) -> bool:
+        return (self.remaining > 0 and (self.methods is None or method in self.methods)
+                and (self.paths is None or template in self.paths))
+
+
+@dataclass
+class Faults:
+    """What the emulator gets wrong on purpose. Attributes are read when a request (or a pod) needs them, so a
+    test may change them at any time; counts go down as faults are served.
+
+    capacity               {(gpu id, cloud)}: creates answer 400 with CAPACITY_DETAIL (also `start` actions)
+    create_500_after_create
+                           the next N creates answer 500 *after* creating the pod (it exists and bills)
+    create_delay_s         a create answers (201) only after this many seconds: longer than a client's timeout
+    insufficient_balance   creates answer 402
+    never_ready            pods created while set stay RUNNING with runtime and ssh.direct null; logs say why
+    refuse_ssh_for_s       pods created while set refuse SSH connections for this long after becoming ready
+    rules                  FaultRule list, filled by rate_limit(), read_errors() and server_errors()
+    """
+
+    capacity: set = field(default_factory=set)
+    create_500_after_create: int = 0
+    create_delay_s: float = 0.0
+    insufficient_balance: bool = False
+    never_ready: bool = False
+    refuse_ssh_for_s: float = 0.0
+    rules: list = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def no_capacity(self, gpu_id: str, clouds: Iterable[str] = ("SECURE", "COMMUNITY")) -> None:
+        """Creates of `gpu_id` on these clouds fail with the capacity error (until capacity.discard())."""
+        self.capacity.update((gpu_id, cloud) for cloud in clouds)
+
+    def rate_limit(self, count: int, retry_after_s: int = 1, methods: Optional[Iterable[str]] = None,
+                   paths: Optional[Iterable[str]] = None) -> FaultRule:
+        """429 with `Retry-After: retry_after_s` for the next `count` matching requests. `paths` are the
+        document's path templates, e.g. "/v2/pods/{id}"."""
+        return self._add(FaultRule(429, count, _set(methods), _set(paths), int(retry_after_s),
+                                   "rate limit exceeded for the minute window"))
+
+    def read_errors(self, count: int, status: int = 503, paths: Optional[Iterable[str]] = None) -> FaultRule:
+        """`status` (500, 502, 503, 504) for the next `count` GET requests."""
+        return self.server_errors(count, status, methods=("GET",), paths=paths)
+
+    def server_errors(self, count: int, status: int = 500, methods: Optional[Iterable[str]] = None,
+                      paths: Optional[Iterable[str]] = None) -> FaultRule:
+        if not 500 <= status <= 599:
+            raise ValueError(f"a server error is 5xx, not {status}")
+        return self._add(FaultRule(status, count, _set(methods), _set(paths), None,
+                                   "upstream request failed (injected by the emulator)"))
+
+    def _add(self, rule: FaultRule) -> FaultRule:
+        with self._lock:
+            self.rules.append(rule)
+        return rule
+
+    def take(self, method: str, template: str) -> Optional[FaultRule]:
+        with self._lock:
+            for rule in self.rules:
+                if rule.matches(method, template):
+                    rule.remaining -= 1
+                    return rule
+        return None
+
+    def take_create_500(self) -> bool:
+        with self._lock:
+            if self.create_500_after_create > 0:
+                self.create_500_after_create = int(self.create_500_after_create) - 1
+                return True
+        return False
+
+
+def _set(values: Optional[Iterable[str]]) -> Optional[frozenset[str]]:
+    if values is None:
+        return None
+    return frozenset([values] if isinstance(values, str) else values)
+
+
+# ---------------------------------------------------------------------------------------------- records
+
+@dataclass
+class RequestRecord:
+    """One request as the emulator answered it. `key` is which key authenticated it: "account", "pod" (a
+    pod-scoped key; `key_pod` says whose), "extra" (one from add_key()), "invalid" or "none"."""
+
+    method: str
+    path: str  # as requested, query included
+    template: Optional[str]  # the document's path template, None for a path it does not have
+    key: str
+    key_pod: Optional[str] = None
+    status: int = 0
+    body: Any = None  # the request's JSON body, decoded
+    response: Any = None  # the response's JSON body (or SSE text), decoded
+    fault: Optional[str] = None  # the injected fault that answered, if any
+    extra_methods: frozenset = field(default=frozenset(), repr=False)
+
+
+@dataclass
+class CutTrigger:
+    """A pending cut_connections_when(): `fired` is set once the condition held and the cut was made."""
+
+    pod_id: str
+    condition: Callable[[], bool]
+    mode: str
+    fired: threading.Event = field(default_factory=threading.Event)
+    cut: int = 0  # connections cut when it fired
+
+
+@dataclass
+class _Response:
+    status: int
+    body: Any = None  # JSON value, or str for text/event-stream, or None
+    content_type: Optional[str] = None
+    headers: dict = field(default_factory=dict)
+    fault: Optional[str] = None
+    after: Optional[Callable[[], None]] = None  # runs after the response is sent
+
+
+def problem(status: int, detail: str, errors: Optional[list[str]] = None, **kw) -> _Response:
+    body = {"title": TITLES.get(status, "Error"), "status": status, "detail": detail}
+    if errors is not None:
+        body["errors"] = errors
+    return _Response(status, body, "application/problem+json", **kw)
+
+
+def _templates() -> list[tuple[str, list[str]]]:
+    """The document's path templates, literal ones first (/v2/registries/delegations before .../{id})."""
+    found = [(t, t.strip("/").split("/")) for t in openapi.spec()["paths"]]
+    return sorted(found, key=lambda item: sum(part.startswith("{") for part in item[1]))
+
+
+def match_template(path: str) -> tuple[Optional[str], dict[str, str]]:
+    parts = [unquote(part) for part in path.strip("/").split("/")]
+    for template, pattern in _templates():
+        if len(pattern) == len(parts) and all(p.startswith("{") or p == part for p, part in zip(pattern, parts)):
+            return template, {p[1:-1]: part for p, part in zip(pattern, parts) if p.startswith("{")}
+    return None, {}
+
+
+# ---------------------------------------------------------------------------------------------- the emulator
+
+class RunPodEmulator:
+    """RunPod's REST v2 API on 127.0.0.1, each pod a real sshd. See the package docstring."""
+
+    def __init__(self, api_key: str = DEFAULT_API_KEY, *, provisioning_s: float = 0.1, starting_s: float = 0.1,
+                 ports_after_running_s: float = 0.3, validate: bool = True, boot_watchdog: bool = False,
+                 watchdog_poll_s: Optional[float] = 0.1, catalog: Optional[list[GpuOffer]] = None,
+                 root: Optional[Path] = None):
+        self.api_key = api_key
+        self.provisioning_s = provisioning_s
+        self.starting_s = starting_s
+        self.ports_after_running_s = ports_after_running_s
+        self.validate = validate
+        self.boot_watchdog = boot_watchdog
+        self.watchdog_poll_s = watchdog_poll_s
+        self.catalog = catalog if catalog is not None else default_catalog()
+        self.faults = Faults()
+        self.pods: dict[str, EmulatedPod] = {}
+        self.requests: list[RequestRecord] = []
+        self.violations: list[str] = []  # responses the OpenAPI document does not allow (validate=True)
+        self.errors: list[str] = []  # the emulator's own failures (a bug, or a pod that could not boot)
+        self.extra_keys: dict[str, frozenset[str]] = {}
+        self._root_given = root
+        self.root: Optional[Path] = None
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._server: Optional[ThreadingHTTPServer] = None
+        self._threads: list[threading.Thread] = []
+        self._triggers: list[CutTrigger] = []
+        self.url = ""
+
+    # ---- start / stop
+    def start(self) -> "RunPodEmulator":
+        if not Path(SSHD).exists() or not shutil.which("ssh-keygen"):
+            raise RuntimeError(f"the RunPod emulator runs each pod as OpenSSH's sshd, and {SSHD} or ssh-keygen is "
+                               "missing: apt-get install openssh-server")
+        openapi.spec()  # fail now, not on the first request, when the document is missing
+        if self._root_given is not None:
+            self.root = Path(self._root_given)
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        else:  # sshd's StrictModes refuses authorized_keys below a world-writable folder such as /tmp
+            self.root = Path(tempfile.mkdtemp(prefix="lorapod-emulator-", dir=Path.home()))
+        self.root.chmod(0o700)
+        emulator = self
+
+        class Handler(_Handler):
+            pass
+
+        Handler.emulator = emulator
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/v2"
+        serve = lambda: self._server.serve_forever(poll_interval=0.05)  # noqa: E731 - a quick shutdown()
+        for target, name in ((serve, "emulator-http"), (self._tick_forever, "emulator-tick")):
+            thread = threading.Thread(target=target, daemon=True, name=name)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        """Stops the server and kills every pod's processes. Pods keep their status, so live_pods() still tells
+        what a client left running. Idempotent."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        for thread in self._threads:
+            thread.join(WAIT_S)
+        with self._lock:
+            pods = list(self.pods.values())
+        for pod in pods:
+            if pod.proxy is not None:
+                pod.proxy.close()
+            pod.kill_processes()
+        if self.root is not None and self._root_given is None:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> "RunPodEmulator":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ---- for tests
+    def pod(self, pod_id: str) -> EmulatedPod:
+        with self._lock:
+            return self.pods[pod_id]
+
+    def live_pods(self) -> list[EmulatedPod]:
+        """Pods not TERMINATED (whatever their status: a stopped pod still holds its disk and a reservation)."""
+        with self._lock:
+            return [pod for pod in self.pods.values() if pod.status != "TERMINATED"]
+
+    def pods_named(self, name: str) -> list[EmulatedPod]:
+        with self._lock:
+            return [pod for pod in self.pods.values() if pod.name == name]
+
+    def wait_ready(self, pod_id: str, timeout: float = WAIT_S) -> EmulatedPod:
+        """Blocks until the pod publishes its SSH port (runtime and ssh.direct set); AssertionError otherwise."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pod = self.pod(pod_id)
+            if pod.ready:
+                return pod
+            if pod.status == "TERMINATED":
+                break
+            time.sleep(0.02)
+        pod = self.pod(pod_id)
+        raise AssertionError(f"pod {pod_id} is {pod.status}, not ready; log:\n{pod.log.text()}")
+
+    def cut_connections(self, pod_id: str, mode: str = "reset") -> int:
+        """Cuts every live SSH connection to the pod now (see TcpProxy.cut for the modes); returns how many."""
+        proxy = self.pod(pod_id).proxy
+        return proxy.cut(mode) if proxy is not None else 0
+
+    def cut_connections_when(self, pod_id: str, condition: Callable[[], bool], mode: str = "reset") -> CutTrigger:
+        """Cuts the pod's SSH connections once, as soon as `condition()` returns true (checked every 20 ms
+        from the emulator's own thread). An OSError in it (a file not written yet) means "not yet"; any other
+        exception is recorded in `errors` and disarms it."""
+        trigger = CutTrigger(pod_id, condition, mode)
+        with self._lock:
+            self._triggers.append(trigger)
+        return trigger
+
+    def terminate(self, pod_id: str) -> None:
+        """Terminates a pod as RunPod's console would, behind the client's back (its processes die too)."""
+        with self._lock:
+            pod = self.pods[pod_id]
+            if pod.status == "TERMINATED":
+                return
+            pod.terminate()
+        pod.kill_processes()
+
+    def add_key(self, key: str, methods: Iterable[str] = ("GET",)) -> None:
+        """Another valid API key, allowed only `methods` (403 for the others): a read-only key by default."""
+        self.extra_keys[key] = frozenset(methods)
+
+    def assert_clean(self) -> None:
+        """AssertionError if a response broke the OpenAPI document or the emulator failed."""
+        problems = self.violations + self.errors
+        assert not problems, "RunPod emulator:\n" + "\n".join(problems)
+
+    # ---- lifecycle thread
+    def _tick_forever(self) -> None:
+        while not self._stopping.wait(0.02):
+            boots = []
+            with self._lock:
+                for pod in self.pods.values():
+                    if pod.status in ("PROVISIONING", "STARTING", "RUNNING"):
+                        boot = pod.tick()
+                        if boot is not None:
+                            boots.append((pod, boot))
+                    machine = pod.machine
+                    if machine is not None and machine.failed and not pod.failure_reported:
+                        pod.failure_reported = True
+                        self.errors.append(f"pod {pod.id}: {machine.failed}\n{pod.log.text()}")
+                triggers = [t for t in self._triggers if not t.fired.is_set()]
+            for pod, boot in boots:
+                self._background(boot, f"emulator-boot-{pod.id}")
+            for trigger in triggers:
+                try:
+                    due = trigger.condition()
+                except OSError:
+                    continue
+                except Exception:  # noqa: BLE001
+                    self.errors.append(f"cut_connections_when({trigger.pod_id}) condition failed:\n"
+                                       + traceback.format_exc())
+                    trigger.fired.set()
+                    continue
+                if due:
+                    trigger.cut = self.cut_connections(trigger.pod_id, trigger.mode)
+                    trigger.fired.set()
+
+    def _background(self, target: Callable[[], None], name: str) -> None:
+        threading.Thread(target=target, daemon=True, name=name).start()
+
+    # ---- HTTP
+    def _dispatch(self, handler: "_Handler") -> None:
+        split = urlsplit(handler.path)
+        method = handler.command
+        template, params = match_template(split.path)
+        raw = _read_body(handler)
+        record = RequestRecord(method, handler.path, template, "none")
+        try:
+            record.body = json.loads(raw) if raw else None
+        except ValueError:
+            record.body = raw.decode(errors="replace")
+        try:
+            response = self._answer(handler, method, split, template, params, raw, record)
+        except Exception:  # noqa: BLE001 - the emulator's bug: a 500 the test will see in `errors`
+            self.errors.append(f"{method} {handler.path}:\n{traceback.format_exc()}")
+            response = problem(500, "emulator error: see RunPodEmulator.errors")
+        record.status, record.response, record.fault = response.status, response.body, response.fault
+        if self.validate:
+            self._check(method, template, response)
+        with self._lock:
+            self.requests.append(record)
+        _send(handler, response)
+        if response.after is not None:
+            response.after()
+
+    def _check(self, method: str, template: Optional[str], response: _Response) -> None:
+        try:
+            body = response.body
+            if template is not None and method.lower() in openapi.spec()["paths"][template]:
+                openapi.validate_response(method, template, response.status, body,
+                                          content_type=response.content_type, headers=response.headers)
+                if response.content_type == "text/event-stream":
+                    openapi.validate_log_stream(body)
+            else:  # a path or method the document does not have: still a problem+json
+                problems = openapi.schema_errors({"$ref": "#/components/schemas/ErrorResponse"}, body)
+                if problems or response.content_type != "application/problem+json":
+                    raise openapi.OpenApiViolation(f"{method} {template}: {problems or response.content_type}")
+        except openapi.OpenApiViolation as exc:
+            self.violations.append(str(exc))
+
+    def _authenticate(self, handler: "_Handler", record: RequestRecord) -> Optional[str]:
+        """The key kind (account, pod, extra; also in `record`), or None for a missing or unknown key."""
+        header = handler.headers.get("Authorization") or ""
+        if not header:
+            return None
+        scheme, _, key = header.partition(" ")
+        key = key.strip()
+        record.key = "invalid"
+        if scheme.lower() != "bearer" or not key:
+            return None
+        if secrets.compare_digest(key, self.api_key):
+            record.key = "account"
+        elif key in self.extra_keys:
+            record.key = "extra"
+            record.extra_methods = self.extra_keys[key]
+        else:
+            with self._lock:
+                owner = next((pod for pod in self.pods.values() if secrets.compare_digest(pod.key, key)), None)
+            if owner is None:
+                return None
+            record.key, record.key_pod = "pod", owner.id
+        return record.key
+
+    def _answer(self, handler, method, split, template, params, raw, record) -> _Response:
+        kind = self._authenticate(handler, record)
+        if kind is None:
+            detail = "missing bearer token" if record.key == "none" else "invalid api key"
+            return problem(401, detail)
+        if kind == "pod" and not (template == "/v2/pods/{id}" and method in ("GET", "DELETE")
+                                  and params.get("id") == record.key_pod):
+            return problem(403, "access denied: a pod-scoped key may only read or delete its own pod")
+        if kind == "extra" and method not in record.extra_methods:
+            return problem(403, f"access denied: this API key may not {method}")
+        rule = self.faults.take(method, template or split.path)
+        if rule is not None:
+            headers = {}
+            if rule.retry_after_s is not None:
+                headers = {"Retry-After": str(rule.retry_after_s),
+                           "RateLimit": f'"minute";r=0;t={rule.retry_after_s}',
+                           "RateLimit-Policy": '"minute";q=600;w=60'}
+            return problem(rule.status, rule.detail, headers=headers, fault=f"rule {rule.status}")
+        if template is None:
+            return problem(404, f"no route for {split.path}")
+        operations = openapi.spec()["paths"][template]
+        if method.lower() not in operations:
+            allowed = ", ".join(m.upper() for m in operations if m in ("get", "post", "put", "patch", "delete"))
+            return problem(405, "The requested method is not allowed for this path.", headers={"Allow": allowed})
+        route = ROUTES.get((method, template))
+        if route is None:
+            return problem(501, f"the RunPod emulator does not emulate {method} {template}")
+        query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+        return route(self, handler=handler, params=params, query=query, raw=raw)
+
+    # ---- routes
+    def _find(self, pod_id: str) -> Optional[EmulatedPod]:
+        pod = self.pods.get(pod_id)
+        return pod if pod is not None and pod.status != "TERMINATED" else None
+
+    def _not_found(self, pod_id: str) -> _Response:
+        return problem(404, f"pod {pod_id} not found")
+
+    def create_pod(self, raw: bytes, **_) -> _Response:
+        try:
+            body = json.loads(raw or b"null")
+        except ValueError:
+            return problem(400, "request body is not valid JSON")
+        errors = openapi.request_errors("CreatePodRequest", body)
+        if errors:
+            return problem(422, "Request validation failed.", errors=errors)
+        if ("gpu" in body) == ("cpu" in body):
+            return problem(400, "exactly one of gpu or cpu must be set")
+        if "cpu" in body:
+            return problem(501, "the RunPod emulator does not emulate CPU pods")
+        if "templateId" in body:
+            return problem(404, f"template {body['templateId']} not found")
+        gpu, cloud = body["gpu"], body.get("cloud", "SECURE")
+        offer = next((o for o in self.catalog if o.id == gpu["id"]), None)
+        if offer is None:
+            return problem(400, f"unknown GPU type id {gpu['id']!r}; GET /v2/catalog/gpus lists the valid ids")
+        allowed, floor = gpu.get("allowedCudaVersions") or [], gpu.get("minCudaVersion")
+        if allowed and floor:
+            return problem(400, "gpu.allowedCudaVersions and gpu.minCudaVersion are mutually exclusive")
+        mounts = body.get("mounts") or {}
+        if "persistent" in mounts and "network" in mounts:
+            return problem(400, "mounts.persistent and mounts.network are mutually exclusive")
+        count = int(gpu.get("count", 1))
+        if count > offer.max_count(cloud):
+            return problem(400, f"gpu.count {count} exceeds {offer.max_count(cloud)} for {offer.id} on {cloud}")
+        if self.faults.insufficient_balance:
+            return problem(402, "Insufficient balance: add funds to create this pod", fault="insufficient_balance")
+        cudas = [v for v in offer.cuda_versions
+                 if (not allowed or v in allowed) and (not floor or _version(v) >= _version(floor))]
+        centers = [dc for dc in offer.data_centers if not body.get("dataCenterIds") or dc in body["dataCenterIds"]]
+        if (gpu["id"], cloud) in self.faults.capacity:
+            return problem(400, CAPACITY_DETAIL, fault="capacity")
+        if not offer.offered_on(cloud) or not cudas or not centers:
+            return problem(400, CAPACITY_DETAIL)
+        pod_id = random_id()
+        pod = EmulatedPod(
+            id=pod_id, key="rpa_" + "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(44)),
+            request=body, folder=self.root / pod_id, cost_per_hr=round(offer.price(cloud) * count, 4),
+            data_center=centers[0], cuda_version=max(cudas, key=_version),
+            provisioning_s=self.provisioning_s, starting_s=self.starting_s,
+            ports_after_running_s=self.ports_after_running_s, never_ready=self.faults.never_ready,
+            refuse_ssh_for_s=self.faults.refuse_ssh_for_s, boot_watchdog=self.boot_watchdog, api_url=self.url,
+            extra_env={"LORAPOD_WATCHDOG_POLL_S": str(self.watchdog_poll_s)} if self.watchdog_poll_s else {},
+        )
+        pod.log.add(f"{body['image']}: Pulling from {body['image'].split(':')[0]}", "system")
+        pod.log.add(f"Status: Downloaded newer image for {body['image']}", "system")
+        with self._lock:
+            self.pods[pod_id] = pod
+        if self.faults.take_create_500():
+            return problem(500, "internal error while creating the pod", fault="create_500_after_create")
+        if self.faults.create_delay_s > 0:
+            self._stopping.wait(self.faults.create_delay_s)
+            return _Response(201, pod.to_json(), "application/json", fault="create_delay")
+        return _Response(201, pod.to_json(), "application/json")
+
+    def list_pods(self, **_) -> _Response:
+        with self._lock:
+            pods = [pod.to_json() for pod in self.pods.values() if pod.status != "TERMINATED"]
+        return _Response(200, {"pods": pods}, "application/json")
+
+    def get_pod(self, params, **_) -> _Response:
+        with self._lock:
+            pod = self._find(params["id"])
+            return _Response(200, pod.to_json(), "application/json") if pod else self._not_found(params["id"])
+
+    def delete_pod(self, params, **_) -> _Response:
+        with self._lock:
+            pod = self._find(params["id"])
+            if pod is None:
+                return self._not_found(params["id"])
+            pod.terminate()
+        # The answer first, then the kill: a pod that deletes itself (the watchdog) still hears the 204.
+        return _Response(204, after=pod.kill_processes)
+
+    def pod_action(self, params, raw, **_) -> _Response:
+        try:
+            body = json.loads(raw or b"null")
+        except ValueError:
+            return problem(400, "request body is not valid JSON")
+        errors = openapi.request_errors("PodActionRequest", body)
+        if errors:
+            return problem(422, "Request validation failed.", errors=errors)
+        action = body["action"]
+        with self._lock:
+            pod = self._find(params["id"])
+            if pod is None:
+                return self._not_found(params["id"])
+            if action not in pod.to_json()["actions"]:
+                return problem(409, f"cannot {action} a pod that is {pod.status}")
+            if action == "terminate":
+                pod.terminate()
+                return _Response(204, after=pod.kill_processes)
+            if action == "stop":
+                pod.stop()
+                return _Response(200, pod.to_json(), "application/json", after=pod.kill_processes)
+            if action == "start" and (pod.gpu["id"], pod.cloud) in self.faults.capacity:
+                return problem(400, CAPACITY_DETAIL, fault="capacity")  # the host's GPUs went to someone else
+            boot = pod.enter_starting() if action == "start" else pod.restart()
+            answer = pod.to_json()
+
+        def reboot() -> None:
+            pod.kill_processes()
+            if boot is not None:
+                boot()
+
+        return _Response(200, answer, "application/json", after=lambda: self._background(reboot, "emulator-reboot"))
+
+    def pod_logs(self, handler, params, query, **_) -> _Response:
+        source = query.get("source")
+        if source is not None and source not in ("container", "system"):
+            return problem(422, "Request validation failed.", errors=[f"source: {source!r} is not one of "
+                                                                      "['container', 'system']"])
+        try:
+            tail = int(query.get("tail", 100))
+        except ValueError:
+            tail = -1
+        if not 0 <= tail <= 5000:
+            return problem(422, "Request validation failed.", errors=[f"tail: {query.get('tail')!r} is not an "
+                                                                      "integer from 0 to 5000"])
+        since = query.get("since")
+        if since is not None and not openapi._is_date_time(since):
+            return problem(422, "Request validation failed.", errors=[f"since: {since!r} is not a date-time"])
+        with self._lock:
+            pod = self._find(params["id"])
+            if pod is None:
+                return self._not_found(params["id"])
+        lines = pod.log.select(tail=tail, since=since, last_event_id=handler.headers.get("Last-Event-ID"),
+                               source=source)
+        text = "".join(f"id: {entry.event_id}\ndata: {json.dumps(entry.payload())}\n\n" for entry in lines)
+        return _Response(200, text, "text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    def list_gpus(self, query, params=None, **_) -> _Response:
+        include = query.get("include")
+        product = query.get("product")
+        for name, value, valid in (("include", include, {"AVAILABILITY"}),
+                                   ("product", product, {"POD", "CLUSTER", "SERVERLESS"}),
+                                   ("cloud", query.get("cloud"), {"SECURE", "COMMUNITY"})):
+            if value is not None and not set(value.split(",")) <= valid:
+                return problem(422, "Request validation failed.", errors=[f"{name}: {value!r} is not one of "
+                                                                          f"{sorted(valid)}"])
+        if (include is None) != (product is None):
+            return problem(400, "include=AVAILABILITY requires product, and product is valid only with it")
+        if include is None and any(k in query for k in ("count", "cloud", "countryCodes", "cudaVersions",
+                                                         "minCudaVersion")):
+            return problem(400, "count, cloud, countryCodes, cudaVersions and minCudaVersion are valid only "
+                                "with include=AVAILABILITY")
+        offers = self.catalog
+        if params and "id" in params:
+            offer = next((o for o in offers if o.id == params["id"]), None)
+            if offer is None:
+                return problem(404, f"GPU type {params['id']} not found")
+            return _Response(200, offer.to_json(include is not None), "application/json")
+        return _Response(200, {"gpus": [o.to_json(include is not None) for o in offers]}, "application/json")
+
+
+ROUTES: dict[tuple[str, str], Callable[..., _Response]] = {
+    ("POST", "/v2/pods"): RunPodEmulator.create_pod,
+    ("GET", "/v2/pods"): RunPodEmulator.list_pods,
+    ("GET", "/v2/pods/{id}"): RunPodEmulator.get_pod,
+    ("DELETE", "/v2/pods/{id}"): RunPodEmulator.delete_pod,
+    ("POST", "/v2/pods/{id}/action"): RunPodEmulator.pod_action,
+    ("GET", "/v2/pods/{id}/logs"): RunPodEmulator.pod_logs,
+    ("GET", "/v2/catalog/gpus"): RunPodEmulator.list_gpus,
+    ("GET", "/v2/catalog/gpus/{id}"): RunPodEmulator.list_gpus,
+}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "lorapod-runpod-emulator"
+    emulator: RunPodEmulator
+
+    def _dispatch(self) -> None:
+        self.emulator._dispatch(self)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def _read_body(handler: BaseHTTPRequestHandler) -> bytes:
+    if "chunked" in (handler.headers.get("Transfer-Encoding") or "").lower():
+        chunks = []
+        while True:
+            size = int(handler.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while handler.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                return b"".join(chunks)
+            chunks.append(handler.rfile.read(size))
+            handler.rfile.readline()
+    return handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+
+
+def _send(handler: BaseHTTPRequestHandler, response: _Response) -> None:
+    if response.body is None:
+        payload = b""
+    elif isinstance(response.body, str):
+        payload = response.body.encode()
+    else:
+        payload = json.dumps(response.body).encode()
+    try:
+        handler.send_response(response.status)
+        for name, value in response.headers.items():
+            handler.send_header(name, value)
+        if response.status != 204:
+            if response.content_type:
+                handler.send_header("Content-Type", response.content_type)
+            handler.send_header("Content-Length", str(len(payload)))
+        handler.end_headers()
+        handler.wfile.write(payload)
+        handler.wfile.flush()
+    except OSError:
+        pass  # the client gave up (a timeout while a create was delayed): its loss

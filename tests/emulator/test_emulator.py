@@ -1,0 +1,662 @@
+"""The RunPod emulator itself: every endpoint and every fault, each response checked against the OpenAPI document
+(the fixture fails a test whose responses broke it), pods as real sshds reached with paramiko."""
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import paramiko
+import pytest
+from tests.emulator import CAPACITY_DETAIL, RunPodEmulator, openapi
+from tests.emulator.pod import WAIT_S
+
+RTX5090, RTX4090 = "NVIDIA GeForce RTX 5090", "NVIDIA GeForce RTX 4090"
+HOST_KEY_LINE = re.compile(r"lorapod-host-key: (\S+) (SHA256:[A-Za-z0-9+/]+)")
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="sshd's privilege separation needs root")
+
+
+@pytest.fixture(scope="module")
+def client_key(tmp_path_factory) -> tuple[paramiko.PKey, str]:
+    folder = tmp_path_factory.mktemp("client-key")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / "id")], check=True)
+    return paramiko.Ed25519Key.from_private_key_file(str(folder / "id")), (folder / "id.pub").read_text()
+
+
+def api(emu: RunPodEmulator, key: str | None = "account", **kw) -> httpx.Client:
+    headers = {}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {emu.api_key if key == 'account' else key}"
+    return httpx.Client(base_url=emu.url, headers=headers, timeout=kw.pop("timeout", WAIT_S), **kw)
+
+
+def body(**over) -> dict:
+    request = {"name": "lorapod-test", "image": "ghcr.io/example/lorapod:1", "gpu": {"id": RTX5090, "count": 1},
+               "cloud": "COMMUNITY", "disk": 40, "ports": ["22/tcp"], "env": {}}
+    request.update(over)
+    return request
+
+
+def create(emu: RunPodEmulator, public_key: str | None = None, **over) -> dict:
+    request = body(**over)
+    if public_key is not None:
+        request["env"] = {**request["env"], "PUBLIC_KEY": public_key, "SSH_PUBLIC_KEY": public_key}
+    with api(emu) as client:
+        answer = client.post("/pods", json=request)
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+def wait_until(condition, what: str):
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"never happened: {what}")
+
+
+def pinned_host_keys(emu: RunPodEmulator, pod_id: str) -> dict[str, str]:
+    with api(emu) as client:
+        stream = client.get(f"/pods/{pod_id}/logs")
+    assert stream.status_code == 200
+    lines = [event["line"] for event in openapi.validate_log_stream(stream.text)]
+    return dict(HOST_KEY_LINE.search(line).groups() for line in lines if HOST_KEY_LINE.search(line))
+
+
+class Pinned(paramiko.MissingHostKeyPolicy):
+    """Accept the server only with a key the pod's log announced: pinning, never trust on first use."""
+
+    def __init__(self, pinned: dict[str, str]):
+        self.pinned = pinned
+
+    def missing_host_key(self, client, hostname, key):
+        if self.pinned.get(key.get_name()) != key.fingerprint:
+            raise paramiko.SSHException(f"host key {key.get_name()} {key.fingerprint} is not pinned")
+
+
+def ssh(emu: RunPodEmulator, pod_id: str, pkey: paramiko.PKey, pinned: dict[str, str] | None = None,
+        port: int | None = None) -> paramiko.SSHClient:
+    direct = emu.pod(pod_id).to_json()["ssh"]["direct"]
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(Pinned(pinned if pinned is not None else pinned_host_keys(emu, pod_id)))
+    client.connect(direct["host"], port=port or direct["port"], username=direct["username"], pkey=pkey,
+                   look_for_keys=False, allow_agent=False, timeout=WAIT_S, banner_timeout=WAIT_S)
+    return client
+
+
+def run(client: paramiko.SSHClient, command: str) -> str:
+    _, stdout, _ = client.exec_command(command, timeout=WAIT_S)
+    out = stdout.read().decode()
+    assert stdout.channel.recv_exit_status() == 0, out
+    return out
+
+
+def alive(pid: int) -> bool:
+    """Whether the process runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] not in "ZX"
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=WAIT_S).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+# ---------------------------------------------------------------------------------------------- the document
+
+def test_the_documents_own_examples_validate_and_broken_bodies_do_not():
+    pod = openapi.example_body("GET", "/v2/pods/{id}", 200)
+    openapi.validate_response("GET", "/v2/pods/{id}", 200, pod, content_type="application/json")
+    openapi.validate_response("GET", "/v2/pods", 200, openapi.example_body("GET", "/v2/pods", 200))
+    del pod["status"]
+    with pytest.raises(openapi.OpenApiViolation, match="'status' is a required property"):
+        openapi.validate_response("GET", "/v2/pods/{id}", 200, pod)
+    with pytest.raises(openapi.OpenApiViolation, match="content type"):
+        openapi.validate_response("GET", "/v2/pods/{id}", 404, {"title": "x", "status": 404, "detail": "y"},
+                                  content_type="application/json")
+    with pytest.raises(openapi.OpenApiViolation, match="no body"):
+        openapi.validate_response("DELETE", "/v2/pods/{id}", 204, {"id": "x"})
+    with pytest.raises(openapi.OpenApiViolation, match="Retry-After"):
+        openapi.validate_response("GET", "/v2/pods", 429, {"title": "x", "status": 429, "detail": "y"}, headers={})
+    assert openapi.request_errors("CreatePodRequest", body()) == []
+    assert openapi.request_errors("CreatePodRequest", body(gpu={"id": RTX5090, "minCudaVersion": "12"}))
+
+
+def test_a_response_that_breaks_the_document_is_recorded(runpod_emulator, monkeypatch):
+    emu = runpod_emulator
+    pod_id = create(emu)["id"]
+    original = type(emu.pod(pod_id)).to_json
+    monkeypatch.setattr(type(emu.pod(pod_id)), "to_json", lambda self: {**original(self), "cost": "free"})
+    with api(emu) as client:
+        assert client.get(f"/pods/{pod_id}").status_code == 200
+    assert len(emu.violations) == 1 and "/cost: 'free' is not of type 'number'" in emu.violations[0]
+    with pytest.raises(AssertionError, match="is not of type"):
+        emu.assert_clean()
+    emu.violations.clear()
+    monkeypatch.undo()
+    with api(emu) as client:
+        assert client.delete(f"/pods/{pod_id}").status_code == 204
+
+
+# ---------------------------------------------------------------------------------------------- auth
+
+def test_a_missing_or_wrong_key_is_401_and_a_limited_key_403(runpod_emulator):
+    emu = runpod_emulator
+    emu.add_key("rpa_READONLY", methods=["GET"])
+    with api(emu, key=None) as client:
+        missing = client.get("/pods")
+    with api(emu, key="rpa_WRONG") as client:
+        wrong = client.post("/pods", json=body())
+    with api(emu, key="rpa_READONLY") as client:
+        read = client.get("/pods")
+        write = client.post("/pods", json=body())
+    assert (missing.status_code, wrong.status_code, read.status_code, write.status_code) == (401, 401, 200, 403)
+    for answer in (missing, wrong, write):
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert set(answer.json()) >= {"title", "status", "detail"}
+    assert [r.key for r in emu.requests] == ["none", "invalid", "extra", "extra"]
+    assert not emu.pods
+
+
+def test_the_pod_scoped_key_reads_and_deletes_only_its_own_pod(runpod_emulator):
+    emu = runpod_emulator
+    mine, other = create(emu)["id"], create(emu, name="other")["id"]
+    key = emu.pod(mine).key
+    assert key != emu.pod(other).key and key != emu.api_key
+    with api(emu, key=key) as client:
+        assert client.get(f"/pods/{mine}").json()["id"] == mine
+        assert client.get(f"/pods/{other}").status_code == 403
+        assert client.delete(f"/pods/{other}").status_code == 403
+        assert client.get("/pods").status_code == 403
+        assert client.post("/pods", json=body()).status_code == 403
+        assert client.get(f"/pods/{mine}/logs").status_code == 403
+        assert client.post(f"/pods/{mine}/action", json={"action": "stop"}).status_code == 403
+        assert client.get("/catalog/gpus").status_code == 403
+        assert client.delete(f"/pods/{mine}").status_code == 204
+        assert client.get(f"/pods/{mine}").status_code == 404
+    assert [p.id for p in emu.live_pods()] == [other]
+    assert {(r.key, r.key_pod) for r in emu.requests if r.key == "pod"} == {("pod", mine)}
+    with api(emu) as client:
+        assert client.delete(f"/pods/{other}").status_code == 204
+
+
+# ---------------------------------------------------------------------------------------------- create
+
+def test_create_records_what_the_client_sent(runpod_emulator, client_key):
+    emu = runpod_emulator
+    sent = body(gpu={"id": RTX5090, "count": 2, "allowedCudaVersions": ["12.8"]}, cloud="SECURE", disk=77,
+                ports=["22/tcp", "8888/http"], env={"LORAPOD_MAX_RUNTIME_S": "3600", "A": "b"},
+                mounts={"network": [{"volumeId": "vol1", "path": "/workspace"}]}, dataCenterIds=["EU-RO-1"])
+    with api(emu) as client:
+        answer = client.post("/pods", json=sent)
+    assert answer.status_code == 201
+    pod = answer.json()
+    assert pod["status"] == "PROVISIONING" and pod["runtime"] is None and pod["ssh"]["direct"] is None
+    assert (pod["image"], pod["gpu"], pod["cloud"], pod["disk"], pod["ports"], pod["env"], pod["mounts"]) == (
+        sent["image"], {"id": RTX5090, "count": 2}, "SECURE", 77, sent["ports"], sent["env"], sent["mounts"])
+    assert (pod["dataCenterId"], pod["cudaVersion"], pod["cost"]) == ("EU-RO-1", "12.8", pytest.approx(2 * 0.94))
+    assert emu.pod(pod["id"]).request == sent
+    assert emu.requests[-1].body == sent and emu.requests[-1].key == "account"
+    with api(emu) as client:
+        assert client.delete(f"/pods/{pod['id']}").status_code == 204
+
+
+@pytest.mark.parametrize("change, status, says", [
+    ({"bogus": 1}, 422, "'bogus' was unexpected"),
+    ({"gpu": {"id": RTX5090, "vram": 32}}, 422, "'vram' was unexpected"),
+    ({"image": None}, 422, "None is not of type 'string'"),
+    ({"disk": 0}, 422, "0 is less than the minimum of 1"),
+    ({"gpu": {"id": "NVIDIA GeForce GTX 1080"}}, 400, "GET /v2/catalog/gpus lists the valid ids"),
+    ({"gpu": {"id": RTX5090, "allowedCudaVersions": ["12.8"], "minCudaVersion": "12.8"}}, 400, "mutually exclusive"),
+    ({"gpu": {"id": RTX5090, "count": 9}}, 400, "exceeds"),
+    ({"gpu": {"id": RTX5090, "allowedCudaVersions": ["12.4"]}}, 400, CAPACITY_DETAIL),
+    ({"gpu": {"id": "NVIDIA H200"}, "cloud": "COMMUNITY"}, 400, CAPACITY_DETAIL),
+    ({"cpu": {"id": "cpu3c", "vcpuCount": 2}}, 400, "exactly one of gpu or cpu"),
+    ({"templateId": "tpl1"}, 404, "template tpl1 not found"),
+])
+def test_create_refuses_bad_requests(runpod_emulator, change, status, says):
+    with api(runpod_emulator) as client:
+        answer = client.post("/pods", json=body(**change))
+    assert answer.status_code == status, answer.text
+    problem = answer.json()
+    assert problem["status"] == status and says in problem["detail"] + " ".join(problem.get("errors", []))
+    assert not runpod_emulator.pods
+
+
+def test_create_without_an_image_or_a_name_is_a_contract_violation(runpod_emulator):
+    request = body()
+    del request["image"], request["name"]
+    with api(runpod_emulator) as client:
+        answer = client.post("/pods", json=request)
+    assert answer.status_code == 422
+    assert sorted(answer.json()["errors"]) == ["/: 'image' is a required property", "/: 'name' is a required property"]
+
+
+# ---------------------------------------------------------------------------------------------- lifecycle
+
+def test_lifecycle_running_is_not_ready_until_ports_are_published(runpod_emulator):
+    emu = runpod_emulator
+    emu.provisioning_s = emu.ports_after_running_s = float("inf")  # each phase held until the test moves on
+    pod_id = create(emu)["id"]
+    pod = emu.pod(pod_id)
+
+    def seen() -> dict:
+        with api(emu) as client:
+            return client.get(f"/pods/{pod_id}").json()
+
+    assert (seen()["status"], seen()["actions"]) == ("PROVISIONING", ["stop", "terminate"])
+    pod.provisioning_s = 0
+    running = wait_until(lambda: (lambda p: p if p["status"] == "RUNNING" else None)(seen()), "RUNNING")
+    assert running["runtime"] is None and running["ssh"]["direct"] is None  # RUNNING alone is not ready
+    assert running["actions"] == ["stop", "restart", "terminate"] and running["cost"] > 0
+    assert running["startedAt"] is not None
+
+    pod.ports_after_running_s = 0
+    ready = wait_until(lambda: (lambda p: p if p["runtime"] else None)(seen()), "runtime published")
+    udp, tcp = ready["runtime"]["ports"]
+    assert (udp["private"], udp["type"], tcp["private"], tcp["type"]) == (22, "udp", 22, "tcp")
+    assert udp["public"] != tcp["public"] and tcp["ip"] == "127.0.0.1"
+    assert ready["ssh"]["direct"] == {"host": "127.0.0.1", "port": tcp["public"], "username": getpass.getuser(),
+                                      "command": f"ssh {getpass.getuser()}@127.0.0.1 -p {tcp['public']}"}
+    assert tcp["public"] == pod.proxy.port != pod.machine.sshd_port
+    with api(emu) as client:
+        assert [p["id"] for p in client.get("/pods").json()["pods"]] == [pod_id]
+        assert client.delete(f"/pods/{pod_id}").status_code == 204
+        assert client.get(f"/pods/{pod_id}").status_code == 404
+        assert client.get("/pods").json() == {"pods": []}
+        assert client.delete(f"/pods/{pod_id}").status_code == 404
+    assert pod.status == "TERMINATED" and pod.to_json()["cost"] == 0 and not emu.live_pods()
+    billed = pod.billed_s()
+    assert billed > 0 and pod.billed_s() == billed  # billing stopped with the pod
+
+
+def test_without_22_tcp_there_is_no_direct_ssh(runpod_emulator):
+    emu = runpod_emulator
+    pod_id = create(emu, ports=["8888/http"])["id"]
+    pod = emu.wait_ready(pod_id).to_json()
+    assert pod["status"] == "RUNNING" and pod["runtime"]["ports"] == [] and pod["ssh"]["direct"] is None
+    with api(emu) as client:
+        assert client.delete(f"/pods/{pod_id}").status_code == 204
+
+
+# ---------------------------------------------------------------------------------------------- SSH
+
+@needs_root
+def test_ssh_login_pins_the_logged_host_key_and_sees_the_pod_environment(runpod_emulator, client_key):
+    emu = runpod_emulator
+    pkey, public = client_key
+    env = {"PUBLIC_KEY": public, "HF_TOKEN": 'with "quotes" and \\ and $HOME', "LORAPOD_API_URL": "https://x"}
+    pod_id = create(emu, env=env)["id"]
+    pod = emu.wait_ready(pod_id)
+    pinned = pinned_host_keys(emu, pod_id)
+    assert list(pinned) == ["ssh-ed25519"]
+    assert pinned["ssh-ed25519"] == subprocess.run(
+        ["ssh-keygen", "-lf", str(pod.machine.host_key) + ".pub"], capture_output=True, text=True,
+        check=True).stdout.split()[1]
+
+    client = ssh(emu, pod_id, pkey, pinned)
+    names = ["RUNPOD_POD_ID", "RUNPOD_API_KEY", "RUNPOD_PUBLIC_IP", "RUNPOD_TCP_PORT_22", "HF_TOKEN",
+             "LORAPOD_API_URL", "LORAPOD_WATCHDOG_DIR", "PUBLIC_KEY"]
+    out = run(client, "; ".join(f'printf "%s\\n" "${name}"' for name in names)).split("\n")
+    assert out[:-1] == [pod_id, pod.key, "127.0.0.1", str(pod.proxy.port), env["HF_TOKEN"], emu.url,
+                        str(pod.folder / "watchdog"), public.strip()]
+    assert run(client, "whoami").strip() == getpass.getuser()
+    with client.open_sftp() as sftp:  # the transport's file transfers go through the sftp subsystem
+        assert sftp.stat(str(pod.machine.authorized_keys)).st_size > 0
+    client.close()
+
+    with pytest.raises(paramiko.SSHException, match="is not pinned"):
+        ssh(emu, pod_id, pkey, {"ssh-ed25519": "SHA256:somebodyElse"})
+    with pytest.raises(paramiko.AuthenticationException):
+        ssh(emu, pod_id, paramiko.RSAKey.generate(2048), pinned)
+    transport = paramiko.Transport(("127.0.0.1", pod.proxy.port))
+    try:
+        transport.start_client(timeout=WAIT_S)
+        with pytest.raises(paramiko.BadAuthenticationType) as offered:
+            transport.auth_none(getpass.getuser())
+        assert offered.value.allowed_types == ["publickey"]
+    finally:
+        transport.close()
+    with api(emu) as client:
+        assert client.delete(f"/pods/{pod_id}").status_code == 204
+
+
+@needs_root
+def test_a_pod_without_a_public_key_runs_but_nobody_logs_in(runpod_emulator, client_key):
+    emu = runpod_emulator
+    pod_id = create(emu)["id"]
+    emu.wait_ready(pod_id)
+    assert "neither PUBLIC_KEY nor SSH_PUBLIC_KEY is set" in emu.pod(pod_id).log.text()
+    with pytest.raises(paramiko.AuthenticationException):
+        ssh(emu, pod_id, client_key[0])
+    with api(emu) as client:
+        assert client.delete(f"/pods/{pod_id}").status_code == 204
+
+
+@needs_root
+def test_several_public_keys_all_log_in_and_sessions_are_told_what_setenv_cannot_carry(runpod_emulator, client_key):
+    emu = runpod_emulator
+    pkey, public = client_key
+    other = paramiko.ECDSAKey.generate()
+    both = f"{other.get_name()} {other.get_base64()} other@host\n{public}"
+    pod_id = create(emu, env={"PUBLIC_KEY": both, "SSH_PUBLIC_KEY": public})["id"]
+    pod = emu.wait_ready(pod_id)
+    assert pod.machine.authorized_keys.read_text().splitlines() == [public.strip(), both.splitlines()[0]]
+    for key in (pkey, other):
+        client = ssh(emu, pod_id, key)
+        assert run(client, 'printf "%s|%s" "${PUBLIC_KEY-unset}" "$SSH_PUBLIC_KEY"') == f"unset|{public.strip()}"
+        client.close()
+    assert "SSH sessions do not see 'PUBLIC_KEY'" in pod.log.text()
+    with api(emu) as client_api:
+        assert client_api.delete(f"/pods/{pod_id}").status_code == 204
+
+
+@needs_root
+def test_delete_kills_sshd_and_everything_the_pod_started(runpod_emulator, client_key):
+    emu = runpod_emulator
+    pkey, public = client_key
+    pod_id = create(emu, public)["id"]
+    pod = emu.wait_ready(pod_id)
+    client = ssh(emu, pod_id, pkey)
+    marker = f"lorapod-detached-{pod_id}"
+    run(client, f"setsid nohup bash -c 'exec -a {marker} sleep 600' >/dev/null 2>&1 </dev/null &")
+    detached = wait_until(lambda: [p for p in pod.machine.processes()
+                                   if marker in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")],
+                          "the detached process")
+    sshd_port, public_port = pod.machine.sshd_port, pod.proxy.port
+    before = pod.machine.processes()
+    assert len(before) >= 4  # podinit, sshd, the session's sshd, the detached sleep
+
+    with api(emu) as client_api:
+        assert client_api.delete(f"/pods/{pod_id}").status_code == 204
+    assert refused(public_port)  # the public port closes before DELETE answers
+    wait_until(lambda: not any(alive(p) for p in before), "every process of the pod gone")
+    assert refused(sshd_port) and not alive(detached[0])
+    with pytest.raises((paramiko.SSHException, OSError, EOFError)):
+        run(client, "true")
+    client.close()
+    assert pod.machine.processes() == [] and emu.live_pods() == []
+
+
+@needs_root
+def test_stop_start_and_restart(runpod_emulator, client_key):
+    emu = runpod_emulator
+    pkey, public = client_key
+    pod_id = create(emu, public)["id"]
+    emu.wait_ready(pod_id)
+    pinned = pinned_host_keys(emu, pod_id)
+    first_port = emu.pod(pod_id).proxy.port
+    with api(emu) as client:
+        assert client.post(f"/pods/{pod_id}/action", json={"action": "start"}).status_code == 409
+        assert client.post(f"/pods/{pod_id}/action", json={"action": "pause"}).status_code == 422
+        assert client.post(f"/pods/{pod_id}/action", json={"action": "stop", "now": True}).status_code == 422
+        stopped = client.post(f"/pods/{pod_id}/action", json={"action": "stop"})
+        assert stopped.status_code == 200
+        assert (stopped.json()["status"], stopped.json()["cost"], stopped.json()["actions"],
+                stopped.json()["runtime"]) == ("EXITED", 0, ["start", "terminate"], None)
+        assert [p["status"] for p in client.get("/pods").json()["pods"]] == ["EXITED"]  # a stopped pod is listed
+        assert client.post(f"/pods/{pod_id}/action", json={"action": "restart"}).status_code == 409
+        wait_until(lambda: emu.pod(pod_id).machine.processes() == [], "the stopped pod's processes gone")
+        assert refused(first_port)
+
+        started = client.post(f"/pods/{pod_id}/action", json={"action": "start"})
+        assert started.status_code == 200 and started.json()["status"] == "STARTING"
+        pod = emu.wait_ready(pod_id)
+        assert pod.proxy.port != first_port  # a started pod gets a new public port
+        run(ssh(emu, pod_id, pkey, pinned), "true")  # same host key after a stop and start
+
+        port = pod.proxy.port
+        restarted = client.post(f"/pods/{pod_id}/action", json={"action": "restart"})
+        assert restarted.status_code == 200 and restarted.json()["runtime"] is None
+        pod = emu.wait_ready(pod_id)
+        assert pod.proxy.port == port
+        run(ssh(emu, pod_id, pkey, pinned), "true")
+        assert client.post(f"/pods/{pod_id}/action", json={"action": "terminate"}).status_code == 204
+        assert client.post(f"/pods/{pod_id}/action", json={"action": "terminate"}).status_code == 404
+    assert emu.live_pods() == []
+
+
+# ---------------------------------------------------------------------------------------------- logs, catalog
+
+def test_logs_are_server_sent_events_that_can_be_resumed(runpod_emulator):
+    emu = runpod_emulator
+    pod_id = create(emu)["id"]
+    emu.wait_ready(pod_id)
+    with api(emu) as client:
+        everything = client.get(f"/pods/{pod_id}/logs")
+        assert everything.headers["content-type"] == "text/event-stream"
+        assert everything.headers["cache-control"] == "no-cache"
+        events = openapi.parse_sse(everything.text)
+        payloads = openapi.validate_log_stream(everything.text)
+        assert [e["id"] for e in events] == [f"{p['ts']}/{n}" for n, p in enumerate(payloads, 1)]
+        assert payloads[0]["source"] == "system" and "Pulling" in payloads[0]["line"]
+        assert any(p["source"] == "container" and p["line"].startswith("Server listening") for p in payloads)
+
+        last_two = openapi.validate_log_stream(client.get(f"/pods/{pod_id}/logs", params={"tail": 2}).text)
+        assert last_two == payloads[-2:]
+        resumed = client.get(f"/pods/{pod_id}/logs", headers={"Last-Event-ID": events[2]["id"]})
+        assert openapi.validate_log_stream(resumed.text) == payloads[3:]
+        system = openapi.validate_log_stream(client.get(f"/pods/{pod_id}/logs", params={"source": "system"}).text)
+        assert system and {p["source"] for p in system} == {"system"}
+        assert client.get(f"/pods/{pod_id}/logs", params={"tail": 9999}).status_code == 422
+        assert client.get("/pods/nosuchpod/logs").status_code == 404
+        assert client.delete(f"/pods/{pod_id}").status_code == 204
+        assert client.get(f"/pods/{pod_id}/logs").status_code == 404
+
+
+def test_catalog_lists_gpu_types_with_prices_and_stock_on_request(runpod_emulator):
+    emu = runpod_emulator
+    with api(emu) as client:
+        plain = client.get("/catalog/gpus").json()["gpus"]
+        stocked = client.get("/catalog/gpus", params={"include": "AVAILABILITY", "product": "POD"}).json()["gpus"]
+        one = client.get(f"/catalog/gpus/{RTX4090}")
+        assert client.get("/catalog/gpus", params={"include": "AVAILABILITY"}).status_code == 400
+        assert client.get("/catalog/gpus", params={"cloud": "SECURE"}).status_code == 400
+        assert client.get("/catalog/gpus", params={"include": "STOCK", "product": "POD"}).status_code == 422
+        assert client.get("/catalog/gpus/NVIDIA GeForce GTX 1080").status_code == 404
+    rtx5090 = next(g for g in plain if g["id"] == RTX5090)
+    assert rtx5090["price"]["community"] == 0.74 and "availability" not in rtx5090
+    assert all(g["availability"] == "HIGH" and g["dataCenters"] for g in stocked)
+    assert one.status_code == 200 and one.json()["memory"] == 24
+
+
+def test_paths_the_emulator_does_not_serve(runpod_emulator):
+    with api(runpod_emulator) as client:
+        unknown = client.get("/nothing/here")
+        wrong_method = client.put("/pods")
+        not_emulated = client.patch("/pods/abc", json={"name": "x"})
+    assert (unknown.status_code, wrong_method.status_code, not_emulated.status_code) == (404, 405, 501)
+    assert wrong_method.headers["allow"] == "GET, POST"
+    assert all(r.headers["content-type"] == "application/problem+json" for r in (unknown, wrong_method, not_emulated))
+
+
+# ---------------------------------------------------------------------------------------------- faults
+
+def test_capacity_errors_per_gpu_and_cloud(runpod_emulator):
+    emu = runpod_emulator
+    emu.faults.no_capacity(RTX5090, ["COMMUNITY"])
+    with api(emu) as client:
+        refused_ = client.post("/pods", json=body(cloud="COMMUNITY"))
+        secure = client.post("/pods", json=body(cloud="SECURE"))
+        other_gpu = client.post("/pods", json=body(gpu={"id": RTX4090}))
+    assert refused_.status_code == 400
+    assert refused_.json() == {"title": "Bad Request", "status": 400, "detail": CAPACITY_DETAIL}
+    assert (secure.status_code, other_gpu.status_code) == (201, 201)
+    assert emu.requests[0].fault == "capacity"
+    with api(emu) as client:
+        for pod in emu.live_pods():
+            assert client.delete(f"/pods/{pod.id}").status_code == 204
+
+
+def test_rate_limit_answers_429_with_retry_after_for_the_next_requests(runpod_emulator):
+    emu = runpod_emulator
+    rule = emu.faults.rate_limit(count=2, retry_after_s=7, methods=["GET"], paths=["/v2/pods"])
+    with api(emu) as client:
+        catalog = client.get("/catalog/gpus")
+        answers = [client.get("/pods") for _ in range(3)]
+    assert catalog.status_code == 200
+    assert [a.status_code for a in answers] == [429, 429, 200] and rule.remaining == 0
+    assert answers[0].headers["retry-after"] == "7" and answers[0].json()["status"] == 429
+
+
+def test_server_errors_on_reads_leave_writes_alone(runpod_emulator):
+    emu = runpod_emulator
+    emu.faults.read_errors(count=2, status=502)
+    with api(emu) as client:
+        created = client.post("/pods", json=body())
+        reads = [client.get(f"/pods/{created.json()['id']}").status_code for _ in range(3)]
+        emu.faults.server_errors(count=1, status=503, methods=["DELETE"])
+        deletes = [client.delete(f"/pods/{created.json()['id']}").status_code for _ in range(2)]
+    assert (created.status_code, reads, deletes) == (201, [502, 502, 200], [503, 204])
+    assert [r.fault for r in emu.requests] == [None, "rule 502", "rule 502", None, "rule 503", None]
+
+
+def test_a_create_that_answers_500_after_creating_the_pod(runpod_emulator):
+    emu = runpod_emulator
+    emu.faults.create_500_after_create = 1
+    with api(emu) as client:
+        answer = client.post("/pods", json=body(name="lorapod-run42"))
+        assert answer.status_code == 500
+        listed = [p for p in client.get("/pods").json()["pods"] if p["name"] == "lorapod-run42"]
+        assert len(listed) == 1 and listed[0]["cost"] > 0  # it exists, and it bills
+        assert client.post("/pods", json=body(name="next")).status_code == 201  # only the next create
+        for pod in emu.live_pods():
+            assert client.delete(f"/pods/{pod.id}").status_code == 204
+
+
+def test_a_create_slower_than_the_clients_timeout_still_creates(runpod_emulator):
+    emu = runpod_emulator
+    emu.faults.create_delay_s = 5.0
+    with api(emu, timeout=0.5) as client, pytest.raises(httpx.ReadTimeout):
+        client.post("/pods", json=body(name="lorapod-slow"))
+    emu.faults.create_delay_s = 0
+    [pod] = wait_until(lambda: emu.pods_named("lorapod-slow"), "the pod created by the timed-out request")
+    with api(emu) as client:
+        assert client.delete(f"/pods/{pod.id}").status_code == 204
+
+
+def test_a_pod_terminated_from_the_console_is_gone_for_the_client(runpod_emulator):
+    emu = runpod_emulator
+    pod_id = create(emu)["id"]
+    emu.wait_ready(pod_id)
+    emu.terminate(pod_id)
+    assert emu.pod(pod_id).machine.processes() == [] and emu.live_pods() == []
+    with api(emu) as client:
+        assert client.get(f"/pods/{pod_id}").status_code == 404
+        assert client.delete(f"/pods/{pod_id}").status_code == 404
+
+
+def test_insufficient_balance_is_402(runpod_emulator):
+    runpod_emulator.faults.insufficient_balance = True
+    with api(runpod_emulator) as client:
+        answer = client.post("/pods", json=body())
+    assert answer.status_code == 402 and answer.json()["status"] == 402 and not runpod_emulator.pods
+
+
+def test_a_pod_that_never_becomes_ready_says_why_in_its_log(runpod_emulator):
+    emu = runpod_emulator
+    emu.faults.never_ready = True
+    pod_id = create(emu)["id"]
+    pod = emu.pod(pod_id)
+    with api(emu) as client:
+        wait_until(lambda: client.get(f"/pods/{pod_id}").json()["status"] == "RUNNING", "RUNNING")
+        seen = client.get(f"/pods/{pod_id}").json()
+        lines = [p["line"] for p in openapi.validate_log_stream(client.get(f"/pods/{pod_id}/logs").text)]
+        assert seen["runtime"] is None and seen["ssh"]["direct"] is None and seen["cost"] > 0
+        assert any("unsatisfied condition: cuda>=12.8" in line for line in lines)
+        assert pod.machine is None and not pod.ready  # no container: nothing that could ever listen
+        assert client.delete(f"/pods/{pod_id}").status_code == 204
+
+
+@needs_root
+def test_sshd_refuses_connections_for_a_while_after_ready(runpod_emulator, client_key):
+    emu = runpod_emulator
+    pkey, public = client_key
+    emu.faults.refuse_ssh_for_s = WAIT_S * 10  # the test ends the refusal itself: no race with the clock
+    pod_id = create(emu, public)["id"]
+    pod = emu.wait_ready(pod_id)
+    assert refused(pod.proxy.port)
+    pod.proxy.refuse(until=0)
+    run(wait_until(lambda: _try_ssh(emu, pod_id, pkey), "SSH accepted after the refusal"), "true")
+    with api(emu) as client:
+        assert client.delete(f"/pods/{pod_id}").status_code == 204
+
+
+def _try_ssh(emu, pod_id, pkey):
+    try:
+        return ssh(emu, pod_id, pkey)
+    except (paramiko.SSHException, OSError):
+        return None
+
+
+@needs_root
+def test_cut_connections_now_and_when_a_condition_holds(runpod_emulator, client_key):
+    emu = runpod_emulator
+    pkey, public = client_key
+    pod_id = create(emu, public)["id"]
+    pod = emu.wait_ready(pod_id)
+    client = ssh(emu, pod_id, pkey)
+    assert pod.proxy.live_connections == 1
+    assert emu.cut_connections(pod_id) == 1
+    with pytest.raises((paramiko.SSHException, OSError, EOFError)):
+        run(client, "true")
+
+    flag = pod.folder / "step-22"  # pods share this machine's filesystem
+    trigger = emu.cut_connections_when(pod_id, lambda: "22" in flag.read_text())  # OSError: not yet
+    client = ssh(emu, pod_id, pkey)  # reconnecting works
+    assert run(client, f"echo 22 > {flag} && echo written").strip() == "written"
+    assert trigger.fired.wait(WAIT_S) and trigger.cut == 1
+    with pytest.raises((paramiko.SSHException, OSError, EOFError)):
+        run(client, "true")
+
+    client = ssh(emu, pod_id, pkey)
+    assert emu.cut_connections(pod_id, mode="hang") == 1
+    with pytest.raises(paramiko.SSHException, match="Timeout opening channel"):
+        client.get_transport().open_session(timeout=1)  # nothing arrives over a silently dead connection
+    client.close()
+    with api(emu) as client_api:
+        assert client_api.delete(f"/pods/{pod_id}").status_code == 204
+
+
+@needs_root
+def test_the_boot_watchdog_deletes_its_pod_with_the_pod_scoped_key(runpod_emulator):
+    emu = runpod_emulator
+    emu.boot_watchdog = True
+    pod_id = create(emu, env={"LORAPOD_MAX_RUNTIME_S": "60", "LORAPOD_STARTED_AT": "1000"})["id"]
+    pod = emu.pod(pod_id)
+    assert pod.terminated.wait(WAIT_S), pod.log.text()
+    [delete] = wait_until(lambda: [r for r in emu.requests if r.method == "DELETE"], "the DELETE recorded")
+    assert (delete.path, delete.key, delete.key_pod, delete.status) == (f"/v2/pods/{pod_id}", "pod", pod_id, 204)
+    assert "deadline passed" in pod.log.text() and pod.key not in pod.log.text()
+    wait_until(lambda: pod.machine.processes() == [], "the pod's processes gone")
+    assert emu.live_pods() == []
+
+
+@needs_root
+def test_each_pod_has_its_own_watchdog_folder_and_stop_kills_every_pod(client_key):
+    emu = RunPodEmulator(api_key="rpa_OTHER").start()
+    try:
+        pods = [emu.wait_ready(create(emu, client_key[1])["id"]) for _ in range(2)]
+        folders = {p.container_env()[0]["LORAPOD_WATCHDOG_DIR"] for p in pods}
+        assert len(folders) == 2
+        processes = [pid for p in pods for pid in p.machine.processes()]
+    finally:
+        emu.stop()
+        emu.stop()  # idempotent
+    assert not any(alive(pid) for pid in processes)
+    assert len(emu.live_pods()) == 2  # what the client left is still reported after the stop
+    assert not emu.root.exists()
+    emu.assert_clean()

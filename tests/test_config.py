@@ -1,0 +1,126 @@
+"""The config tree composes as documented, and bad config is refused before anything starts."""
+from __future__ import annotations
+
+import re
+
+import yaml
+
+from tests.conftest import REPO, run_lorapod
+
+
+def cfg_job(*overrides: str) -> dict:
+    run = run_lorapod(*overrides, "--cfg", "job")
+    assert run.proc.returncode == 0, run.output
+    return yaml.safe_load(run.proc.stdout)
+
+
+def test_canonical_command_rents_an_rtx5090_with_rank_16():
+    cfg = cfg_job("gpu=rtx5090", "lora.r=16")
+    assert cfg["provider"]["name"] == "runpod"
+    assert cfg["gpu"]["id"] == "NVIDIA GeForce RTX 5090"
+    assert cfg["lora"]["r"] == 16
+
+
+def test_explicit_provider_wins_over_the_gpu_option():
+    cfg = cfg_job("gpu=rtx5090", "provider=local")
+    assert cfg["provider"]["name"] == "local"
+    assert cfg["gpu"]["name"] == "rtx5090"
+
+
+def test_default_is_the_local_provider_on_cpu_with_the_tiny_model():
+    cfg = cfg_job()
+    assert (cfg["provider"]["name"], cfg["gpu"]["name"], cfg["model"]["name"]) == ("local", "cpu", "tiny")
+    assert list(cfg["pipeline"]["stages"]) == ["prepare", "build", "deploy", "probe", "upload", "train", "fetch",
+                                               "terminate"]
+
+
+def test_every_gpu_option_names_its_runpod_id_vram_and_price():
+    for name in ("rtx5090", "rtx4090", "a100_80gb", "h100", "h200"):
+        gpu = cfg_job(f"gpu={name}")["gpu"]
+        assert gpu["id"].startswith("NVIDIA") and gpu["vram_gb"] > 0 and gpu["price_per_hour"] > 0, name
+
+
+def test_every_yaml_starts_with_a_comment_showing_its_command():
+    files = sorted((REPO / "conf").rglob("*.yaml"))
+    assert len(files) >= 15
+    for path in files:
+        header = []
+        for line in path.read_text().splitlines():
+            if not line.startswith("#"):
+                break
+            header.append(line)
+        assert any("python run.py" in line for line in header), f"{path} has no launch command comment"
+
+
+def test_unknown_option_lists_the_valid_ones():
+    run = run_lorapod("gpu=rtx9999", "--cfg", "job")
+    assert run.proc.returncode != 0
+    assert "rtx9999" in run.output and "rtx5090" in run.output and "h100" in run.output
+
+
+def test_wrong_type_names_the_key():
+    run = run_lorapod("lora.r=sixteen", "--cfg", "job")
+    assert run.proc.returncode != 0
+    assert "lora.r" in run.output
+
+
+def test_invalid_values_are_all_reported_at_once_and_nothing_starts(run_dir):
+    run = run_lorapod("lora.r=0", "lora.dropout=1.5", "train.learning_rate=-1", "train.eval_fraction=1",
+                      run_dir=run_dir)
+    assert run.proc.returncode == 2, run.output
+    for key in ("lora.r", "lora.dropout", "train.learning_rate", "train.eval_fraction"):
+        assert re.search(rf"{re.escape(key)}: must .*command line: {re.escape(key)}=", run.output), key
+    assert "4 problem(s)" in run.output
+    summary = run.summary
+    assert summary["status"] == "failed" and summary["failed_stage"] == "config"
+    assert set(summary["stages"]) == {"config"}, "no stage may run on a bad config"
+    assert not (run_dir / "dataset").exists() and not (run_dir / "pod").exists()
+
+
+def test_values_from_a_yaml_file_name_that_file(run_dir):
+    run = run_lorapod("model=qwen3_8b", "model.id=", run_dir=run_dir)
+    assert run.proc.returncode == 2
+    assert "model.id: is required when model.source is hub" in run.output
+
+
+def test_missing_remote_python_names_the_path(run_dir):
+    run = run_lorapod("remote.python=/nonexistent/bin/python3", run_dir=run_dir)
+    assert run.proc.returncode == 2
+    assert "remote.python" in run.output and "/nonexistent/bin/python3" in run.output
+    assert "deploy" not in run.summary["stages"]
+
+
+def test_missing_training_script_names_the_path(run_dir):
+    run = run_lorapod("remote.script=/nonexistent/train.py", run_dir=run_dir)
+    assert run.proc.returncode == 2
+    assert "remote.script" in run.output and "/nonexistent/train.py" in run.output
+
+
+def test_a_stage_that_cannot_be_imported_is_a_config_error(run_dir):
+    run = run_lorapod("+pipeline.stages.extra._target_=no_such_module.Stage", run_dir=run_dir)
+    assert run.proc.returncode == 2
+    assert "pipeline.stages.extra._target_" in run.output and "no_such_module" in run.output
+
+
+def test_help_works_without_training_libraries():
+    run = run_lorapod("--help")
+    assert run.proc.returncode == 0
+    assert "provider: local, runpod, ssh" in run.output and "gpu=rtx5090 lora.r=16" in run.output
+
+
+def test_runpod_without_an_api_key_says_how_to_set_it_and_sends_nothing(run_dir):
+    run = run_lorapod("gpu=rtx5090", "provider.api_url=http://127.0.0.1:9/v2", run_dir=run_dir)
+    assert run.proc.returncode == 2, run.output
+    assert "RUNPOD_API_KEY: is not set: export RUNPOD_API_KEY=" in run.output and ".env" in run.output
+    assert set(run.summary["stages"]) == {"config"}
+
+
+def test_runpod_needs_a_gpu_and_known_fallbacks(run_dir):
+    from tests.conftest import lorapod_env
+
+    run = run_lorapod("provider=runpod", "gpu.fallbacks=[rtx9999]", "provider.cloud_order=[CHEAP]", run_dir=run_dir,
+                      env=lorapod_env(RUNPOD_API_KEY="rpa_TESTSECRET0123456789"))
+    assert run.proc.returncode == 2, run.output
+    assert "gpu=cpu names no RunPod GPU type" in run.output
+    assert "'rtx9999' is not a gpu option" in run.output
+    assert "'CHEAP' is not one of COMMUNITY, SECURE" in run.output

@@ -1,0 +1,293 @@
+"""`run.py gpu=rtx5090` end to end against the RunPod emulator: real HTTP, real sshd pods, real training.
+
+Each test ends the same way: the emulator holds no pod that still bills, and the run folder keeps its
+dataset and logs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PYTHON, REPO, Run, lorapod_env, run_lorapod
+from tests.emulator.fixtures import runpod_emulator  # noqa: F401  (the fixture)
+
+pytestmark = pytest.mark.usefixtures("runpod_emulator")
+RTX5090, RTX4090 = "NVIDIA GeForce RTX 5090", "NVIDIA GeForce RTX 4090"
+
+
+def canonical(emu, workdir: Path, *extra: str) -> list[str]:
+    """The issue's command: the GPU, where the API is, where the pod's disk is, its python, and the image
+    settings that keep it from asking a real registry."""
+    return ["gpu=rtx5090", f"provider.api_url={emu.url}", f"remote.workdir={workdir}", f"remote.python={PYTHON}",
+            "build.skip=true", "image.tag=e2e", *extra]
+
+
+def env_for(emu, **extra) -> dict:
+    return lorapod_env(RUNPOD_API_KEY=emu.api_key, **extra)
+
+
+def assert_nothing_billing_and_data_kept(emu, run: Run) -> None:
+    deadline = time.monotonic() + 30
+    while emu.live_pods() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert emu.live_pods() == [], [p.id for p in emu.live_pods()]
+    assert (run.run_dir / "dataset" / "train.jsonl").is_file()
+    assert (run.run_dir / "run.log").is_file() and (run.run_dir / "state.json").is_file()
+
+
+@pytest.fixture
+def workdir(tmp_path) -> Path:
+    return tmp_path / "pod-disk"
+
+
+def test_rents_trains_fetches_and_deletes(runpod_emulator, workdir, run_dir):
+    emu = runpod_emulator
+    run = run_lorapod(*canonical(emu, workdir, "lora.r=16"), run_dir=run_dir, env=env_for(emu))
+    assert run.proc.returncode == 0, run.output
+    summary = run.summary
+    assert summary["status"] == "succeeded" and summary["pod"]["terminated"] is True
+    assert json.loads((run_dir / "adapter" / "adapter_config.json").read_text())["r"] == 16
+
+    [pod] = emu.pods.values()
+    sent = pod.request
+    assert sent["name"] == f"lorapod-{summary['run_id']}"
+    assert sent["image"] == "docker.io/lorapod/trainer:e2e"
+    assert sent["gpu"] == {"id": RTX5090, "count": 1, "minCudaVersion": "12.8"}
+    assert sent["cloud"] == "COMMUNITY" and sent["ports"] == ["22/tcp"]
+    public_key = (run_dir / "ssh" / "id_ed25519.pub").read_text().strip()
+    assert sent["env"]["PUBLIC_KEY"] == sent["env"]["SSH_PUBLIC_KEY"] == public_key
+    assert int(sent["env"]["LORAPOD_MAX_RUNTIME_S"]) > 0 and sent["env"]["LORAPOD_HEARTBEAT_FILE"]
+    # The host key we pinned is the one the pod announced in its log, not just whatever answered.
+    announced = re.findall(r"lorapod-host-key: (\S+) (SHA256:\S+)", pod.log.text())
+    pinned = (run_dir / "ssh" / "known_hosts").read_text().split()
+    assert announced and pinned[1] == announced[0][0]
+    # The watchdog was armed over SSH and the heartbeat exists.
+    remote = workdir / f"lorapod-{summary['run_id']}"
+    assert (remote / "watchdog.py").is_file() and (remote / "heartbeat").is_file()
+    assert summary["overhead"]["ready_to_train_excl_upload_s"] is not None
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert emu.api_key not in path.read_text(errors="ignore"), path
+    assert emu.api_key not in run.output
+    assert_nothing_billing_and_data_kept(emu, run)
+
+
+def test_capacity_falls_back_to_the_next_cloud_and_gpu_with_a_table(runpod_emulator, workdir, run_dir):
+    emu = runpod_emulator
+    emu.faults.no_capacity(RTX5090, ["COMMUNITY", "SECURE"])
+    emu.faults.no_capacity(RTX4090, ["COMMUNITY"])
+    run = run_lorapod(*canonical(emu, workdir, "train.max_steps=3"), run_dir=run_dir, env=env_for(emu))
+    assert run.proc.returncode == 0, run.output
+    [pod] = emu.pods.values()
+    assert (pod.request["gpu"]["id"], pod.request["cloud"]) == (RTX4090, "SECURE")
+    assert run.summary["pod"]["gpu"] == RTX4090
+    table = run.output[run.output.index("capacity attempts:"):]
+    assert re.search(r"rtx5090\s+COMMUNITY\s+no capacity", table) and re.search(r"rtx4090\s+SECURE\s+created", table)
+    assert_nothing_billing_and_data_kept(emu, run)
+
+
+def test_no_capacity_anywhere_fails_cleanly(runpod_emulator, workdir, run_dir):
+    emu = runpod_emulator
+    emu.faults.no_capacity(RTX5090)
+    emu.faults.no_capacity(RTX4090)
+    run = run_lorapod(*canonical(emu, workdir), run_dir=run_dir, env=env_for(emu))
+    assert run.proc.returncode == 1
+    assert run.summary["failed_stage"] == "deploy" and "no capacity" in run.summary["error"]
+    assert emu.pods == {}
+    assert_nothing_billing_and_data_kept(emu, run)
+
+
+def test_rate_limits_and_server_errors_on_reads_are_retried(runpod_emulator, workdir, run_dir):
+    emu = runpod_emulator
+    emu.faults.rate_limit(count=2, retry_after_s=1, methods=["GET"])
+    emu.faults.read_errors(count=3, status=503)
+    run = run_lorapod(*canonical(emu, workdir, "train.max_steps=3"), run_dir=run_dir, env=env_for(emu))
+    assert run.proc.returncode == 0, run.output
+    statuses = [r.status for r in emu.requests]
+    assert statuses.count(429) == 2 and statuses.count(503) == 3
+    assert_nothing_billing_and_data_kept(emu, run)
+
+
+def test_a_create_that_errors_after_creating_is_adopted_not_repeated(runpod_emulator, workdir, run_dir):
+    emu = runpod_emulator
+    emu.faults.create_500_after_create = 1
+    run = run_lorapod(*canonical(emu, workdir, "train.max_steps=3"), run_dir=run_dir, env=env_for(emu))
+    assert run.proc.returncode == 0, run.output
+    assert len(emu.pods) == 1, "exactly one pod was ever created"
+    assert "adopting pod" in run.output
+    assert [r.method for r in emu.requests if r.template == "/v2/pods"].count("POST") == 1
+    assert_nothing_billing_and_data_kept(emu, run)
+
+
+def test_a_pod_that_never_gets_ready_shows_its_log_and_is_deleted(runpod_emulator, workdir, run_dir):
+    emu = runpod_emulator
+    emu.faults.never_ready = True
+    run = run_lorapod(*canonical(emu, workdir, "provider.ready_timeout_s=4", "provider.poll_interval_s=0.5"),
+                      run_dir=run_dir, env=env_for(emu))
+    assert run.proc.returncode == 1
+    assert run.summary["failed_stage"] == "probe"
+    assert "container log:" in run.output and "CUDA" in run.output
+    assert run.summary["stages"]["terminate"]["status"] == "succeeded"
+    assert_nothing_billing_and_data_kept(emu, run)
+
+
+def test_sshd_refusing_connections_at_first_is_waited_for(runpod_emulator, workdir, run_dir):
+    emu = runpod_emulator
+    emu.faults.refuse_ssh_for_s = 3.0
+    run = run_lorapod(*canonical(emu, workdir, "train.max_steps=3"), run_dir=run_dir, env=env_for(emu))
+    assert run.proc.returncode == 0, run.output
+    assert re.search(r"connected to .* after \d+ attempts", run.output)
+    assert_nothing_billing_and_data_kept(emu, run)
+
+
+def test_a_connection_drop_at_step_22_of_26_does_not_lose_the_run(runpod_emulator, workdir, run_dir):
+    emu = runpod_emulator
+    home_log = run_dir / "train.log"
+
+    def at_step_22() -> bool:
+        return home_log.exists() and '"step": 22,' in home_log.read_text(errors="ignore")
+
+    cmd = [PYTHON, str(REPO / "run.py"), *canonical(emu, workdir, "train.max_steps=26", "train.logging_steps=1"),
+           f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env_for(emu))
+    _wait_for(lambda: bool(emu.pods), 60, "the pod")
+    [pod_id] = emu.pods
+    trigger = emu.cut_connections_when(pod_id, at_step_22)
+    out, _ = proc.communicate(timeout=600)
+    run = Run(subprocess.CompletedProcess(cmd, proc.returncode, out, ""), run_dir)
+    assert proc.returncode == 0, out
+    assert trigger.fired, "the connection was cut"
+    assert "connection lost" in out
+    assert run.summary["metrics"]["steps"] == 26
+    steps = [json.loads(line.split(" ", 1)[1])["step"] for line in home_log.read_text().splitlines()
+             if line.startswith("@@lorapod ") and '"event": "step"' in line]
+    assert steps == list(range(1, 27)), "every step seen once, none lost, none twice"
+    assert_nothing_billing_and_data_kept(emu, run)
+
+
+def test_ctrl_c_during_training_deletes_the_pod(runpod_emulator, workdir, run_dir):
+    emu = runpod_emulator
+    cmd = [PYTHON, str(REPO / "run.py"), *canonical(emu, workdir, "train.max_steps=100000", "train.logging_steps=20"),
+           f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env_for(emu))
+    try:
+        _wait_for(lambda: '"event": "step"' in _read(run_dir / "train.log"), 240, "training to start")
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    run = Run(subprocess.CompletedProcess(cmd, proc.returncode, out, ""), run_dir)
+    assert proc.returncode == 130, out
+    assert run.summary["status"] == "interrupted"
+    assert [r.method for r in emu.requests if r.template == "/v2/pods/{id}"].count("DELETE") >= 1
+    assert_nothing_billing_and_data_kept(emu, run)
+
+
+def test_a_pod_deleted_from_the_console_mid_run_does_not_hang_the_client(runpod_emulator, workdir, run_dir):
+    emu = runpod_emulator
+    cmd = [PYTHON, str(REPO / "run.py"), *canonical(emu, workdir, "train.max_steps=100000", "train.logging_steps=20"),
+           f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env_for(emu))
+    try:
+        _wait_for(lambda: '"event": "step"' in _read(run_dir / "train.log"), 240, "training to start")
+        import httpx
+
+        [pod_id] = emu.pods
+        assert httpx.delete(f"{emu.url}/pods/{pod_id}", headers={"Authorization": f"Bearer {emu.api_key}"}).status_code == 204
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    run = Run(subprocess.CompletedProcess(cmd, proc.returncode, out, ""), run_dir)
+    assert proc.returncode == 1, out
+    assert run.summary["failed_stage"] == "train" and "pod is gone" in run.summary["error"]
+    assert_nothing_billing_and_data_kept(emu, run)
+
+
+def test_a_refused_api_key_is_named_and_nothing_is_created(runpod_emulator, workdir, run_dir):
+    emu = runpod_emulator
+    run = run_lorapod(*canonical(emu, workdir), run_dir=run_dir,
+                      env=lorapod_env(RUNPOD_API_KEY="rpa_WRONGKEY00000000000000"))
+    assert run.proc.returncode == 1
+    assert "RunPod refused the API key" in run.output and "rpa_WRONGKEY" not in run.output
+    assert emu.pods == {}
+    assert_nothing_billing_and_data_kept(emu, run)
+
+
+def test_an_unknown_gpu_lists_the_valid_ids(runpod_emulator, workdir, run_dir):
+    emu = runpod_emulator
+    run = run_lorapod(*canonical(emu, workdir, "gpu.id=NVIDIA RTX 9999"), run_dir=run_dir, env=env_for(emu))
+    assert run.proc.returncode == 1
+    assert "no GPU type 'NVIDIA RTX 9999'" in run.output and RTX5090 in run.output
+    assert emu.pods == {}
+    assert_nothing_billing_and_data_kept(emu, run)
+
+
+def test_a_dead_laptop_leaves_no_pod_billing(runpod_emulator, workdir, run_dir):
+    """lorapod is SIGKILLed mid-training: nothing of ours runs terminate, so the pod's own watchdog must."""
+    emu = runpod_emulator
+    cmd = [PYTHON, str(REPO / "run.py"), *canonical(emu, workdir, "train.max_steps=100000", "train.logging_steps=20",
+                                                    "provider.heartbeat_timeout_s=3"), f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env_for(emu))
+    try:
+        _wait_for(lambda: '"event": "step"' in _read(run_dir / "train.log"), 240, "training to start")
+    finally:
+        proc.kill()
+        proc.wait()
+    _wait_for(lambda: not emu.live_pods(), 60, "the watchdog to delete the pod")
+    deletes = [r for r in emu.requests if r.method == "DELETE"]
+    assert deletes and all(r.key == "pod" for r in deletes), "deleted with the pod-scoped key, not the user's"
+    assert (run_dir / "dataset" / "train.jsonl").is_file()
+
+
+def test_reap_deletes_orphans_and_spares_live_runs(runpod_emulator, tmp_path):
+    import httpx
+
+    emu = runpod_emulator
+    auth = {"Authorization": f"Bearer {emu.api_key}"}
+
+    def create(name: str) -> str:
+        body = {"name": name, "image": "x/y:z", "gpu": {"id": RTX4090, "count": 1}, "ports": ["22/tcp"]}
+        return httpx.post(f"{emu.url}/pods", json=body, headers=auth).json()["id"]
+
+    orphan, owned, foreign = create("lorapod-20260101-000000-dead"), create("lorapod-live"), create("not-ours")
+    runs = tmp_path / "runs" / "live"
+    runs.mkdir(parents=True)
+    import socket
+
+    (runs / "state.json").write_text(json.dumps({"status": "running", "pod": {"id": owned},
+                                                 "owner": {"host": socket.gethostname(), "pid": os.getpid()}}))
+    proc = subprocess.run([PYTHON, "-m", "engine.reap", "--yes", "--api-url", emu.url, "--runs-dir",
+                           str(tmp_path / "runs")], cwd=REPO, capture_output=True, text=True, env=env_for(emu))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ORPHAN" in proc.stdout and "owned by a live run" in proc.stdout
+    assert {p.id for p in emu.live_pods()} == {owned, foreign}
+    for pod_id in (owned, foreign):
+        httpx.delete(f"{emu.url}/pods/{pod_id}", headers=auth)
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="ignore") if path.exists() else ""
