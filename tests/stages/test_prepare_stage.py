@@ -1,73 +1,64 @@
 """The prepare stage inside a real run (python run.py in a subprocess): bad data stops the run before
 anything is rented, and the stage prints its funnel."""
-import json
-import subprocess
-import sys
+from __future__ import annotations
+
 from pathlib import Path
 
 import pytest
 
 from curation.reasons import REASONS
+from tests.conftest import Run, run_lorapod
 from tests.memtree import Tree, snapshot
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def run(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "run.py", f"hydra.run.dir={run_dir}", *overrides]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
 def metahuman(root: Path) -> list[str]:
     return ["dataset=metahuman", f"dataset.path={root}", "dataset.persona.name=Alex"]
 
 
-def assert_stopped_at_prepare(run_dir: Path, proc: subprocess.CompletedProcess, message: str) -> None:
-    assert proc.returncode != 0, proc.stderr
-    state = json.loads((run_dir / "state.json").read_text())
-    summary = json.loads((run_dir / "run-summary.json").read_text())
-    assert state["stages"]["prepare"]["status"] == "failed"
-    assert {state["stages"][s]["status"] for s in ("build", "deploy", "probe", "upload", "train")} == {"skipped"}
-    assert state["pod"] is None and summary["pod"] is None and not (run_dir / "pod").exists()
-    assert summary["failed_stage"] == "prepare" and message in summary["error"]
-    assert "nothing was rented" in summary["error"]
-    assert (run_dir / "dataset/manifest.json").is_file()  # the counts are there to review
+def assert_stopped_at_prepare(run: Run, message: str) -> None:
+    assert run.proc.returncode != 0, run.output
+    stages = run.state["stages"]
+    assert stages["prepare"]["status"] == "failed"
+    assert {stages[s]["status"] for s in ("build", "deploy", "probe", "upload", "train")} == {"skipped"}
+    assert run.state["pod"] is None and run.summary["pod"] is None and not (run.run_dir / "pod").exists()
+    assert run.summary["failed_stage"] == "prepare" and message in run.summary["error"]
+    assert "nothing was rented" in run.summary["error"]
+    assert (run.run_dir / "dataset/manifest.json").is_file()  # the counts are there to review
 
 
-def test_nothing_left_to_train_on_stops_the_run_before_deploy(tmp_path):
+def test_nothing_left_to_train_on_stops_the_run_before_deploy(tmp_path, run_dir):
     tree = Tree(tmp_path / "mh")
     for i in range(3):
         tree.add(content="too short")
-    proc = run(tmp_path / "run", *metahuman(tree.root))
-    assert_stopped_at_prepare(tmp_path / "run", proc, "the most (3) as too_short")
-    assert "dataset.filters.min_content_chars" in proc.stderr
+    run = run_lorapod(*metahuman(tree.root), run_dir=run_dir)
+    assert_stopped_at_prepare(run, "the most (3) as too_short")
+    assert "dataset.filters.min_content_chars" in run.output
 
 
-def test_mostly_unreadable_memories_stop_the_run_before_deploy(tmp_path):
+def test_mostly_unreadable_memories_stop_the_run_before_deploy(tmp_path, run_dir):
     tree = Tree(tmp_path / "mh")
     tree.add()
     tree.raw("memory/episodic/2025/sealed.json", b"\x93\x00encrypted\xff")
-    proc = run(tmp_path / "run", *metahuman(tree.root))
-    assert_stopped_at_prepare(tmp_path / "run", proc, "more than dataset.max_bad_fraction=0.2")
-    assert "sealed.json" in proc.stderr
+    run = run_lorapod(*metahuman(tree.root), run_dir=run_dir)
+    assert_stopped_at_prepare(run, "more than dataset.max_bad_fraction=0.2")
+    assert "sealed.json" in run.output
 
 
-def test_pipeline_prepare_prints_the_funnel_and_writes_the_dataset(tmp_path):
+def test_pipeline_prepare_prints_the_funnel_and_writes_the_dataset(tmp_path, run_dir):
     tree = Tree(tmp_path / "mh")
     for i in range(12):
         tree.add(layout="old" if i % 2 else "profile")
     tree.raw("memory/episodic/2025/broken.json", b"{")
     before = snapshot(tree.root)
-    run_dir = tmp_path / "run"
-    proc = run(run_dir, "pipeline=prepare", *metahuman(tree.root))
-    assert proc.returncode == 0, proc.stderr
+    run = run_lorapod("pipeline=prepare", *metahuman(tree.root), run_dir=run_dir)
+    assert run.proc.returncode == 0, run.output
     assert snapshot(tree.root) == before
     for reason in REASONS:
-        assert f"- {reason}" in proc.stderr
-    assert "broken.json: not JSON" in proc.stderr
-    manifest = json.loads((run_dir / "dataset/manifest.json").read_text())
-    assert manifest["read"] == 13 and manifest["kept"] == 12
-    assert list(json.loads((run_dir / "state.json").read_text())["stages"]) == ["prepare"]
+        assert f"- {reason}" in run.output
+    assert "broken.json: not JSON" in run.output
+    manifest = (run_dir / "dataset/manifest.json").read_text()
+    assert '"read": 13' in manifest and '"kept": 12' in manifest
+    assert list(run.state["stages"]) == ["prepare"]
 
 
 @pytest.mark.parametrize("override, complaint", [
@@ -77,11 +68,10 @@ def test_pipeline_prepare_prints_the_funnel_and_writes_the_dataset(tmp_path):
     ("dataset.user=nobody", "dataset.user: must be a profile under"),
     ("dataset.templates.dream='{when}'", "dataset.templates.dream: may only use the placeholders"),
 ])
-def test_dataset_settings_are_checked_before_anything_runs(tmp_path, override, complaint):
+def test_dataset_settings_are_checked_before_anything_runs(tmp_path, run_dir, override, complaint):
     tree = Tree(tmp_path / "mh")
     tree.add(layout="profile")
-    proc = run(tmp_path / "run", *metahuman(tree.root), override)
-    assert proc.returncode == 2
-    assert complaint in proc.stderr
-    state = json.loads((tmp_path / "run/state.json").read_text())
-    assert list(state["stages"]) == ["config"]
+    run = run_lorapod(*metahuman(tree.root), override, run_dir=run_dir)
+    assert run.proc.returncode == 2
+    assert complaint in run.output
+    assert list(run.state["stages"]) == ["config"]
