@@ -83,16 +83,68 @@ class ModelConfig:
 
 @dataclass
 class PersonaConfig:
-    name: str = "Sam"  # whose voice the adapter learns; used in instructions built from memories
-    system_prompt: str = "You are ${.name}. Answer in your own voice, from your own memories."
+    # Whose voice the adapter learns; used in instructions built from memories. MISSING in the schema, as
+    # a `???` in a group's YAML cannot unset a schema default.
+    name: str = MISSING
+    system_prompt: str = "You are {name}. Answer in your own voice, from your own memories."  # {name}: the above
+
+
+@dataclass
+class FiltersConfig:
+    # Memory types that may become examples (the rest: not_allowed_type). action is left out: tool logs
+    # are the machine's voice, not the person's.
+    types: list[str] = field(default_factory=lambda: [
+        "conversation", "chat", "inner_dialogue", "reflection", "reflection_summary", "dream", "journal",
+        "observation", "audio"])
+    min_content_chars: int = 20  # shorter content (+ response, for conversations; Me: "..." unwrapped): too_short
+    require_tags_or_entities: bool = True  # untagged memories were never organised: no_tags_or_entities
+    tag_exempt_types: list[str] = field(default_factory=lambda: ["dream", "reflection_summary"])  # kept untagged
+    since: Optional[str] = None  # earliest timestamp kept, ISO date or date-time (UTC unless zoned): out_of_range
+    until: Optional[str] = None  # latest timestamp kept, inclusive (a bare date: to the end of that day)
+    min_importance: float = 0.0  # memories below it (0..1; missing counts as 0.5): low_importance
+    max_examples: Optional[int] = None  # keep at most this many, best importance x time weight: over_cap
+    half_life_days: float = 30.0  # time weight 2^(-age_days / half_life_days), used when a cap bites
+    reference_date: Optional[str] = None  # ages count back from here (later memories: fresh); null: the newest memory
+    type_share: dict[str, float] = field(default_factory=dict)  # most a type may fill: +...type_share.reflection=0.6
+
+
+@dataclass
+class DedupConfig:
+    near_threshold: float = 0.8  # Jaccard similarity of word shingles at which two examples count as one
+    shingle_words: int = 3  # words per shingle; shorter texts are one shingle
+
+
+@dataclass
+class WordLimitsConfig:
+    # Longer fields are cut, at a sentence end where one is near. MetaHuman OS's own limits.
+    instruction: int = 48  # a JSONL row's instruction
+    input: int = 140  # the user's turn: a conversation's content, a JSONL input or user message
+    output: int = 160  # the persona's answer
 
 
 @dataclass
 class DatasetConfig:
     source: str = MISSING  # sample: the bundled memories; metahuman: a MetaHuman OS folder; jsonl: a prepared file
-    path: Optional[str] = None  # folder or file to read (source metahuman/jsonl); never written to
-    user: Optional[str] = None  # profiles/<user>/ in a MetaHuman OS tree; null reads every profile
+    path: Optional[str] = MISSING  # folder or file to read (source metahuman/jsonl; null for sample); never written to
+    user: Optional[str] = None  # profiles/<user>/ in a MetaHuman OS tree; null reads every profile and memory/
     persona: PersonaConfig = field(default_factory=PersonaConfig)
+    filters: FiltersConfig = field(default_factory=FiltersConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    max_words: WordLimitsConfig = field(default_factory=WordLimitsConfig)
+    # The question a non-conversation memory answers, per type; {name} is the persona, {date} the memory's day.
+    templates: dict[str, str] = field(default_factory=lambda: {
+        "inner_dialogue": "{name}, what was going through your mind on {date}?",
+        "reflection": "{name}, what have you been reflecting on lately?",
+        "reflection_summary": "{name}, what did your reflections come to around {date}?",
+        "dream": "{name}, what did you dream on {date}?",
+        "journal": "{name}, what did you write in your journal on {date}?",
+        "observation": "{name}, what happened on {date}?",
+        "audio": "{name}, what did you say on {date}?",
+        "action": "{name}, what did you do on {date}?",
+    })
+    max_bad_fraction: float = 0.2  # fail when more than this share of the inputs is malformed
+    max_file_bytes: int = 1_048_576  # a bigger memory file (or JSONL line) is malformed, never read whole
+    workers: Optional[int] = None  # processes that read and convert memories; null: one per CPU core
 
 
 @dataclass

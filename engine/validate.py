@@ -14,6 +14,9 @@ from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf
 
+from curation.dates import bound
+from curation.memory import CONVERSATION_TYPES, TYPES as MEMORY_TYPES
+from curation.sources import profiles, root_of
 from engine import image
 from engine.errors import ConfigError
 
@@ -43,6 +46,72 @@ def _origin(cfg: DictConfig, key: str) -> str:
 def _import_target(target: str) -> object:
     module, _, attr = target.rpartition(".")
     return getattr(importlib.import_module(module), attr)
+
+
+def _check_dataset(ds: DictConfig, need: Callable[[bool, str, str], None], missing: set[str]) -> None:
+    """dataset.*: curation reads these once per memory and trusts them, so they are checked here, up front."""
+    need(ds.source in DATASET_SOURCES, "dataset.source", f"must be one of {', '.join(DATASET_SOURCES)}")
+    root = None
+    if ds.source == "sample":
+        root = root_of("sample", None)
+    elif ds.source in ("metahuman", "jsonl") and "dataset.path" not in missing:
+        root = Path(os.path.expanduser(ds.path)) if ds.path else None
+        exists = root is not None and (root.is_file() if ds.source == "jsonl" else root.is_dir())
+        need(exists, "dataset.path", "must be an existing " + ("file" if ds.source == "jsonl" else "folder"))
+    if ds.user is not None and ds.source != "jsonl" and root is not None and root.is_dir():
+        users = profiles(root)
+        need(ds.user in users, "dataset.user", f"must be a profile under {root / 'profiles'} "
+             f"({', '.join(users) or 'there is none'}), or null for all")
+    need(0 <= ds.max_bad_fraction <= 1, "dataset.max_bad_fraction", "must be in [0, 1]")
+    need(ds.max_file_bytes >= 1, "dataset.max_file_bytes", "must be >= 1")
+    need(ds.workers is None or ds.workers >= 1, "dataset.workers", "must be >= 1, or null for one per CPU core")
+    if "dataset.persona.name" not in missing:
+        need(bool(ds.persona.name.strip()), "dataset.persona.name", "must not be empty")
+    try:
+        ds.persona.system_prompt.format(name="")
+    except (KeyError, IndexError, ValueError):
+        need(False, "dataset.persona.system_prompt", "may only use the placeholder {name} (write {{ }} for braces)")
+
+    f = ds.filters
+    for key, named in (("types", f.types), ("tag_exempt_types", f.tag_exempt_types), ("type_share", f.type_share)):
+        unknown = [t for t in named if t not in MEMORY_TYPES]
+        need(not unknown, f"dataset.filters.{key}", f"names unknown types {unknown}: MetaHuman OS has "
+             f"{', '.join(MEMORY_TYPES)}")
+    need(len(f.types) > 0, "dataset.filters.types", "must allow at least one type")
+    need(f.min_content_chars >= 0, "dataset.filters.min_content_chars", "must be >= 0")
+    need(0 <= f.min_importance <= 1, "dataset.filters.min_importance", "must be in [0, 1]")
+    need(f.max_examples is None or f.max_examples >= 1, "dataset.filters.max_examples", "must be >= 1, or null")
+    need(f.half_life_days > 0, "dataset.filters.half_life_days", "must be > 0")
+    for kind, share in f.type_share.items():
+        need(0 < share <= 1, f"dataset.filters.type_share.{kind}", "must be in (0, 1]")
+    dates = {}
+    for key in ("since", "until", "reference_date"):
+        if f[key] is not None:
+            try:
+                dates[key] = bound(f[key], end=key == "until")
+            except (ValueError, TypeError):
+                need(False, f"dataset.filters.{key}", "must be an ISO date (2025-10-19) or date-time "
+                     "(2025-10-19T14:30:00Z), or null")
+    if "since" in dates and "until" in dates:
+        need(dates["since"] <= dates["until"], "dataset.filters.until", "must not be before dataset.filters.since")
+
+    need(0 < ds.dedup.near_threshold <= 1, "dataset.dedup.near_threshold", "must be in (0, 1]")
+    need(ds.dedup.shingle_words >= 1, "dataset.dedup.shingle_words", "must be >= 1")
+    for field_name in ("instruction", "input", "output"):
+        need(ds.max_words[field_name] >= 1, f"dataset.max_words.{field_name}", "must be >= 1")
+    for kind in f.types:
+        if kind in CONVERSATION_TYPES or kind not in MEMORY_TYPES:
+            continue
+        key = f"dataset.templates.{kind}"
+        template = ds.templates.get(kind)
+        if template is None:
+            need(False, key, f"is required: the question a {kind} memory answers (or drop {kind} from "
+                 "dataset.filters.types)")
+            continue
+        try:
+            template.format(name="", date="")
+        except (KeyError, IndexError, ValueError):
+            need(False, key, "may only use the placeholders {name} and {date} (write {{ and }} for braces)")
 
 
 def validate(cfg: DictConfig, extra_checks: list[Callable[[DictConfig], list[str]]] = ()) -> None:
@@ -77,10 +146,7 @@ def validate(cfg: DictConfig, extra_checks: list[Callable[[DictConfig], list[str
         need(bool(model.id), "model.id", f"is required when model.source is {model.source}")
     if model.source == "random":
         need(model.tiny is not None, "model.tiny", "must give the random model's shape")
-    need(ds.source in DATASET_SOURCES, "dataset.source", f"must be one of {', '.join(DATASET_SOURCES)}")
-    if ds.source in ("metahuman", "jsonl") and "dataset.path" not in missing:
-        path = Path(os.path.expanduser(ds.path)) if ds.path else None
-        need(path is not None and path.exists(), "dataset.path", "must be an existing folder or file")
+    _check_dataset(ds, need, missing)
 
     script = cfg.remote.script
     if script is not None:

@@ -1,0 +1,92 @@
+"""Everything done to one input that needs no other input: read, parse, filter, convert, clean, sign.
+
+This is the expensive part, so it runs in worker processes (curation.parallel) on runs of inputs, and
+what a run comes to travels back as one small Batch: the candidates, and a count for everything else.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from curation.convert import Style, from_memory, from_row
+from curation.dedup import Signer
+from curation.example import Candidate, Example, encode
+from curation.filters import MemoryFilter
+from curation.memory import Malformed, parse
+from curation.read import parse_json, read_bytes
+
+
+@dataclass
+class Batch:
+    read: int = 0
+    candidates: list[Candidate] = field(default_factory=list)
+    dropped: Counter[str] = field(default_factory=Counter)  # reason -> count, malformed aside
+    malformed: list[tuple[str, str]] = field(default_factory=list)  # (where, why)
+    newest: float | None = None  # the newest memory that could be read: the default reference date
+
+    def saw(self, when: float | None) -> None:
+        if when is not None and (self.newest is None or when > self.newest):
+            self.newest = when
+
+    def add(self, other: Batch) -> None:
+        self.read += other.read
+        self.candidates += other.candidates
+        self.dropped.update(other.dropped)
+        self.malformed += other.malformed
+        self.saw(other.newest)
+
+
+class Processor:
+    def __init__(self, ds):
+        """`ds` is the dataset config (engine.schema.DatasetConfig) as plain dataclasses."""
+        persona = ds.persona
+        self.style = Style(persona.name, persona.system_prompt.format(name=persona.name), dict(ds.templates),
+                           ds.max_words.instruction, ds.max_words.input, ds.max_words.output)
+        self.keep = MemoryFilter(ds.filters)
+        self.sign = Signer(ds.dedup.shingle_words)
+        self.max_bytes = ds.max_file_bytes
+
+    def memory_files(self, paths: Iterable[str]) -> Batch:
+        batch = Batch()
+        for path in paths:
+            batch.read += 1
+            try:
+                data = read_bytes(path, self.max_bytes)
+                mem = parse(parse_json(data), fallback_id=os.path.basename(path).removesuffix(".json"))
+            except Malformed as bad:
+                batch.malformed.append((path, str(bad)))
+                continue
+            batch.saw(mem.when)
+            self._finish(self.keep.reason(mem) or from_memory(mem, hashlib.sha256(data).hexdigest(), self.style),
+                         batch)
+        return batch
+
+    def rows(self, items: Iterable[tuple[str, bytes | Malformed]]) -> Batch:
+        """JSONL lines as (where, bytes), or (where, Malformed) for a line that could not be held."""
+        batch = Batch()
+        for where, data in items:
+            batch.read += 1
+            try:
+                if isinstance(data, Malformed):
+                    raise data
+                digest = hashlib.sha256(data).hexdigest()
+                # A row without an id is named by its content: inserting lines never moves it across the split.
+                outcome = from_row(parse_json(data), f"row-{digest[:12]}", digest, self.style)
+            except Malformed as bad:
+                batch.malformed.append((where, str(bad)))
+                continue
+            if isinstance(outcome, Example):
+                batch.saw(outcome.when)
+            self._finish(outcome, batch)
+        return batch
+
+    def _finish(self, outcome: Example | str, batch: Batch) -> None:
+        if isinstance(outcome, str):
+            batch.dropped[outcome] += 1
+            return
+        digest, shingles = self.sign(outcome.text)
+        batch.candidates.append(Candidate(outcome.id, outcome.type, outcome.when, outcome.importance,
+                                          encode(outcome.row()), digest, shingles))
