@@ -7,8 +7,9 @@ Schemas are JSON Schema Draft 2020-12 (OpenAPI 3.1): `$ref`s are resolved inside
 `allOf`/`anyOf`/`unevaluatedProperties`/`if`-`then` are honoured. `date-time` strings are checked
 (RFC 3339); the `float` format is only a note in this document and is not checked.
 
-The document is looked up at $LORAPOD_RUNPOD_OPENAPI, else at shared/reference/ beside or above the
-repository (the checkout's own shared/, then ../shared/ where the repositories sit side by side).
+The document is the copy committed beside this module (RunPod's, unchanged: a clean checkout in CI has
+no ../shared), or $LORAPOD_RUNPOD_OPENAPI to check against another version. tests/emulator/test_emulator.py
+fails when the copy and shared/reference/ differ, where that folder exists.
 """
 from __future__ import annotations
 
@@ -31,13 +32,15 @@ class OpenApiViolation(AssertionError):
 
 
 def spec_path() -> Path:
-    candidates = [os.environ.get("LORAPOD_RUNPOD_OPENAPI", "")]
-    candidates += [str(base / "shared" / "reference" / SPEC_NAME) for base in (_REPO, *_REPO.parents)]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    raise FileNotFoundError(f"{SPEC_NAME} not found: set LORAPOD_RUNPOD_OPENAPI to its path "
-                            f"(looked in shared/reference/ beside and above {_REPO})")
+    return Path(os.environ.get("LORAPOD_RUNPOD_OPENAPI") or Path(__file__).with_name(SPEC_NAME))
+
+
+def shared_copy() -> Path | None:
+    """The team's reference copy (shared/reference/ beside or above the repository), if this machine has it."""
+    for base in (_REPO, *_REPO.parents):
+        if (base / "shared" / "reference" / SPEC_NAME).is_file():
+            return base / "shared" / "reference" / SPEC_NAME
+    return None
 
 
 @functools.lru_cache(maxsize=None)

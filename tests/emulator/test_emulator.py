@@ -660,3 +660,13 @@ def test_each_pod_has_its_own_watchdog_folder_and_stop_kills_every_pod(client_ke
     assert len(emu.live_pods()) == 2  # what the client left is still reported after the stop
     assert not emu.root.exists()
     emu.assert_clean()
+
+
+def test_the_committed_openapi_document_is_runpods_reference_copy():
+    from tests.emulator.openapi import SPEC_NAME, shared_copy, spec_path
+
+    reference = shared_copy()
+    if reference is None:
+        pytest.skip("no shared/reference/ on this machine to compare with")
+    assert spec_path().name == SPEC_NAME
+    assert spec_path().read_bytes() == reference.read_bytes(), "tests/emulator's copy drifted from shared/reference"
