@@ -30,7 +30,7 @@ class RunPodProviderConfig:
     network_volume_id: Optional[str] = None  # a persistent network volume to mount at /workspace
     data_center_ids: list[str] = field(default_factory=list)  # restrict placement; empty: anywhere
     ready_timeout_s: float = 600.0  # RUNNING with a public TCP port 22 within this, or the pod is deleted
-    poll_interval_s: float = 5.0  # between status reads while waiting
+    poll_interval_s: float = 2.0  # between status reads while waiting: a pod bills while we look away
     request_timeout_s: float = 30.0  # per HTTP request
     max_runtime_s: int = 21600  # the pod deletes itself after this long, whatever happens to us
     heartbeat_timeout_s: int = 900  # ... or when we stop touching its heartbeat for this long

@@ -63,6 +63,7 @@ class SshTransport:
         self.connect_timeout_s = connect_timeout_s
         self.client: paramiko.SSHClient | None = None
         self._sftp: list[paramiko.SFTPClient] = []  # lanes, see _lanes()
+        self._folders: set[str] = set()  # made on the pod already
 
     @classmethod
     def connect(cls, endpoint, ctx) -> SshTransport:
@@ -147,7 +148,7 @@ class SshTransport:
             channel = self._transport().open_session(window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET_SIZE)
             channel.set_combine_stderr(True)
             channel.settimeout(timeout)
-            channel.exec_command(command)
+            channel.exec_command(f"exec 2>&1; {command}")  # one stream on the pod keeps the lines in order
             pending = b""
             while True:
                 data = channel.recv(65536)
@@ -169,13 +170,18 @@ class SshTransport:
             raise TransportError(f"connection to {self.target.describe()} lost while running: {command[:80]}")
         return status
 
-    def remote_sha256(self, path: str) -> str:
-        script = ("import hashlib,sys\nh=hashlib.sha256()\nf=open(sys.argv[1],'rb')\n"
-                  "for b in iter(lambda:f.read(1<<20),b''):h.update(b)\nprint(h.hexdigest())")
+    def remote_sha256(self, path: str, expected: str | None = None, move_to: str | None = None) -> str:
+        """The file's sha256, computed on the pod (hashlib: several times faster than sha256sum). With
+        `expected` and `move_to`, the file is also moved into place if, and only if, it matches."""
+        script = ("import hashlib,os,sys\nh=hashlib.sha256()\nf=open(sys.argv[1],'rb')\n"
+                  "for b in iter(lambda:f.read(1<<20),b''):h.update(b)\nd=h.hexdigest()\nprint(d)\n"
+                  "if len(sys.argv)>2 and d==sys.argv[2]:os.replace(sys.argv[1],sys.argv[3])")
+        args = [path] + ([expected, move_to] if expected and move_to else [])
         out: list[str] = []
-        command = f"{shlex.quote(self.target.python)} -c {shlex.quote(script)} {shlex.quote(path)}"
-        if self.exec(command, on_line=out.append) != 0 or not out:
-            raise TransportError(f"cannot hash {path} on the pod: {' '.join(out)[-200:]}")
+        command = f"{shlex.quote(self.target.python)} -c {shlex.quote(script)} {' '.join(map(shlex.quote, args))}"
+        if self.exec(command, on_line=out.append) != 0 or not out or len(out[-1].strip()) != 64:
+            raise TransportError(f"cannot hash {path} on the pod: {' '.join(out)[-300:]}",
+                                 f"is {self.target.python} the pod's python? (remote.python)")
         return out[-1].strip()
 
     # -- files ------------------------------------------------------------------------------------
@@ -193,7 +199,10 @@ class SshTransport:
         local, partial = Path(local), remote + ".part"
         size = local.stat().st_size
         try:
-            self.exec(f"mkdir -p {shlex.quote(posixpath.dirname(remote))}")
+            folder = posixpath.dirname(remote)
+            if folder not in self._folders:
+                self.exec(f"mkdir -p {shlex.quote(folder)}")
+                self._folders.add(folder)
             lanes = self._lanes(size)
             lanes[0].open(partial, "wb").close()
             with ThreadPoolExecutor(len(lanes)) as pool:
@@ -204,8 +213,8 @@ class SshTransport:
                     future.result()
         except RETRYABLE as exc:
             raise TransportError(f"upload of {local.name} to {self.target.describe()} failed: {exc}") from exc
-        check_sha256(f"{remote} on the pod", expected, self.remote_sha256(partial))
-        self.exec(f"mv -f {shlex.quote(partial)} {shlex.quote(remote)}")
+        # One round trip: hash on the pod, moved into place only if it matches.
+        check_sha256(f"{remote} on the pod", expected, self.remote_sha256(partial, expected, move_to=remote))
         return expected
 
     def get(self, remote: str, local: Path, sha256: str | None = None) -> str:
