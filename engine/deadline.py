@@ -12,7 +12,6 @@ from __future__ import annotations
 import posixpath
 import shlex
 import threading
-import time
 
 from loguru import logger
 

@@ -116,10 +116,10 @@ def test_runpod_without_an_api_key_says_how_to_set_it_and_sends_nothing(run_dir)
 
 
 def test_runpod_needs_a_gpu_and_known_fallbacks(run_dir):
-    from tests.conftest import lorapod_env
+    from tests.conftest import fake_key, lorapod_env
 
     run = run_lorapod("provider=runpod", "gpu.fallbacks=[rtx9999]", "provider.cloud_order=[CHEAP]", run_dir=run_dir,
-                      env=lorapod_env(RUNPOD_API_KEY="rpa_TESTSECRET0123456789"))
+                      env=lorapod_env(RUNPOD_API_KEY=fake_key("config")))
     assert run.proc.returncode == 2, run.output
     assert "gpu=cpu names no RunPod GPU type" in run.output
     assert "'rtx9999' is not a gpu option" in run.output

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PYTHON, REPO, Run, lorapod_env, run_lorapod
+from tests.conftest import PYTHON, REPO, Background, Run, fake_key, lorapod_env, run_lorapod, wait_for
 
-FAKE_KEY = "rpa_TESTSECRET0123456789abcdef"
+FAKE_KEY = fake_key("testsecret")
 
 
 @pytest.fixture(scope="module")
@@ -135,15 +135,6 @@ def test_a_sweep_runs_each_job_in_its_own_folder(tmp_path):
     assert ranks == [4, 8]
 
 
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -154,47 +145,29 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_during_training_stops_the_pod_and_keeps_the_run_dir(run_dir, sig):
-    cmd = [PYTHON, str(REPO / "run.py"), "train.max_steps=100000", "train.logging_steps=10", f"hydra.run.dir={run_dir}"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=lorapod_env())
-    try:
-        _wait_for(lambda: '"event": "step"' in _read(run_dir / "train.log"), 240, "the first training step")
+    with Background("train.max_steps=100000", "train.logging_steps=10", run_dir=run_dir) as bg:
+        bg.wait_for_training()
         pid = int(next(run_dir.glob("pod/*/train.pid")).read_text())
         assert _alive(pid)
-        proc.send_signal(sig)
+        bg.proc.send_signal(sig)
         if sig == signal.SIGINT:
             time.sleep(0.3)
-            proc.send_signal(sig)  # a second Ctrl-C during cleanup must not stop the cleanup
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, out
-    summary = json.loads((run_dir / "run-summary.json").read_text())
-    assert summary["status"] == "interrupted" and summary["failed_stage"] == "train"
-    assert summary["stages"]["terminate"]["status"] == "succeeded"
-    _wait_for(lambda: not _alive(pid), 10, "the training process to stop")
+            bg.proc.send_signal(sig)  # a second Ctrl-C during cleanup must not stop the cleanup
+        run = bg.finish(timeout=120)
+    assert run.proc.returncode == 130, run.output
+    assert run.summary["status"] == "interrupted" and run.summary["failed_stage"] == "train"
+    assert run.stage_status("terminate") == "succeeded"
+    wait_for(lambda: not _alive(pid), 10, "the training process to stop")
     for kept in ("dataset/train.jsonl", "run.log", "train.log", "state.json"):
         assert (run_dir / kept).is_file(), kept
 
 
-def _read(path: Path) -> str:
-    return path.read_text(errors="ignore") if path.exists() else ""
-
-
 def test_a_training_process_killed_on_the_pod_fails_the_run_clearly(run_dir):
-    cmd = [PYTHON, str(REPO / "run.py"), "train.max_steps=100000", "train.logging_steps=10", f"hydra.run.dir={run_dir}"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=lorapod_env())
-    try:
-        _wait_for(lambda: '"event": "step"' in _read(run_dir / "train.log"), 240, "the first training step")
+    with Background("train.max_steps=100000", "train.logging_steps=10", run_dir=run_dir) as bg:
+        bg.wait_for_training()
         os.killpg(int(next(run_dir.glob("pod/*/train.pid")).read_text()), signal.SIGKILL)  # the OOM killer, say
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 1, out
-    summary = json.loads((run_dir / "run-summary.json").read_text())
-    assert summary["failed_stage"] == "train" and "vanished without an exit code" in summary["error"]
-    assert summary["stages"]["terminate"]["status"] == "succeeded"
+        run = bg.finish(timeout=120)
+    assert run.proc.returncode == 1, run.output
+    assert run.summary["failed_stage"] == "train" and "vanished without an exit code" in run.summary["error"]
+    assert run.stage_status("terminate") == "succeeded"
     assert (run_dir / "dataset" / "train.jsonl").is_file()

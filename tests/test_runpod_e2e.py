@@ -10,16 +10,12 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PYTHON, REPO, Run, lorapod_env, run_lorapod
-from tests.emulator.fixtures import runpod_emulator  # noqa: F401  (the fixture)
-
-pytestmark = pytest.mark.usefixtures("runpod_emulator")
+from tests.conftest import PYTHON, REPO, Background, Run, fake_key, lorapod_env, run_lorapod, wait_for
 RTX5090, RTX4090 = "NVIDIA GeForce RTX 5090", "NVIDIA GeForce RTX 4090"
 
 
@@ -157,18 +153,15 @@ def test_a_connection_drop_at_step_22_of_26_does_not_lose_the_run(runpod_emulato
     def at_step_22() -> bool:
         return home_log.exists() and '"step": 22,' in home_log.read_text(errors="ignore")
 
-    cmd = [PYTHON, str(REPO / "run.py"), *canonical(emu, workdir, "train.max_steps=26", "train.logging_steps=1"),
-           f"hydra.run.dir={run_dir}"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env_for(emu))
-    _wait_for(lambda: bool(emu.pods), 60, "the pod")
-    [pod_id] = emu.pods
-    trigger = emu.cut_connections_when(pod_id, at_step_22)
-    out, _ = proc.communicate(timeout=600)
-    run = Run(subprocess.CompletedProcess(cmd, proc.returncode, out, ""), run_dir)
-    assert proc.returncode == 0, out
+    with Background(*canonical(emu, workdir, "train.max_steps=26", "train.logging_steps=1"), run_dir=run_dir,
+                    env=env_for(emu)) as bg:
+        wait_for(lambda: bool(emu.pods), 60, "the pod")
+        [pod_id] = emu.pods
+        trigger = emu.cut_connections_when(pod_id, at_step_22)
+        run = bg.finish()
+    assert run.proc.returncode == 0, run.output
     assert trigger.fired, "the connection was cut"
-    assert "connection lost" in out
+    assert "connection lost" in run.output
     assert run.summary["metrics"]["steps"] == 26
     steps = [json.loads(line.split(" ", 1)[1])["step"] for line in home_log.read_text().splitlines()
              if line.startswith("@@lorapod ") and '"event": "step"' in line]
@@ -178,21 +171,14 @@ def test_a_connection_drop_at_step_22_of_26_does_not_lose_the_run(runpod_emulato
 
 def test_ctrl_c_during_training_deletes_the_pod(runpod_emulator, workdir, run_dir):
     emu = runpod_emulator
-    cmd = [PYTHON, str(REPO / "run.py"), *canonical(emu, workdir, "train.max_steps=100000", "train.logging_steps=20"),
-           f"hydra.run.dir={run_dir}"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env_for(emu))
-    try:
-        _wait_for(lambda: '"event": "step"' in _read(run_dir / "train.log"), 240, "training to start")
-        proc.send_signal(signal.SIGINT)
+    with Background(*canonical(emu, workdir, "train.max_steps=100000", "train.logging_steps=20"), run_dir=run_dir,
+                    env=env_for(emu)) as bg:
+        bg.wait_for_training()
+        bg.proc.send_signal(signal.SIGINT)
         time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    run = Run(subprocess.CompletedProcess(cmd, proc.returncode, out, ""), run_dir)
-    assert proc.returncode == 130, out
+        bg.proc.send_signal(signal.SIGINT)
+        run = bg.finish(timeout=120)
+    assert run.proc.returncode == 130, run.output
     assert run.summary["status"] == "interrupted"
     assert [r.method for r in emu.requests if r.template == "/v2/pods/{id}"].count("DELETE") >= 1
     assert_nothing_billing_and_data_kept(emu, run)
@@ -200,32 +186,23 @@ def test_ctrl_c_during_training_deletes_the_pod(runpod_emulator, workdir, run_di
 
 def test_a_pod_deleted_from_the_console_mid_run_does_not_hang_the_client(runpod_emulator, workdir, run_dir):
     emu = runpod_emulator
-    cmd = [PYTHON, str(REPO / "run.py"), *canonical(emu, workdir, "train.max_steps=100000", "train.logging_steps=20"),
-           f"hydra.run.dir={run_dir}"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env_for(emu))
-    try:
-        _wait_for(lambda: '"event": "step"' in _read(run_dir / "train.log"), 240, "training to start")
-        import httpx
-
+    with Background(*canonical(emu, workdir, "train.max_steps=100000", "train.logging_steps=20"), run_dir=run_dir,
+                    env=env_for(emu)) as bg:
+        bg.wait_for_training()
         [pod_id] = emu.pods
-        assert httpx.delete(f"{emu.url}/pods/{pod_id}", headers={"Authorization": f"Bearer {emu.api_key}"}).status_code == 204
-        out, _ = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    run = Run(subprocess.CompletedProcess(cmd, proc.returncode, out, ""), run_dir)
-    assert proc.returncode == 1, out
+        emu.terminate(pod_id)  # as if from RunPod's console
+        run = bg.finish(timeout=180)
+    assert run.proc.returncode == 1, run.output
     assert run.summary["failed_stage"] == "train" and "pod is gone" in run.summary["error"]
     assert_nothing_billing_and_data_kept(emu, run)
 
 
 def test_a_refused_api_key_is_named_and_nothing_is_created(runpod_emulator, workdir, run_dir):
     emu = runpod_emulator
-    run = run_lorapod(*canonical(emu, workdir), run_dir=run_dir,
-                      env=lorapod_env(RUNPOD_API_KEY="rpa_WRONGKEY00000000000000"))
+    wrong = fake_key("wrongkey")
+    run = run_lorapod(*canonical(emu, workdir), run_dir=run_dir, env=lorapod_env(RUNPOD_API_KEY=wrong))
     assert run.proc.returncode == 1
-    assert "RunPod refused the API key" in run.output and "rpa_WRONGKEY" not in run.output
+    assert "RunPod refused the API key" in run.output and wrong not in run.output
     assert emu.pods == {}
     assert_nothing_billing_and_data_kept(emu, run)
 
@@ -242,15 +219,11 @@ def test_an_unknown_gpu_lists_the_valid_ids(runpod_emulator, workdir, run_dir):
 def test_a_dead_laptop_leaves_no_pod_billing(runpod_emulator, workdir, run_dir):
     """lorapod is SIGKILLed mid-training: nothing of ours runs terminate, so the pod's own watchdog must."""
     emu = runpod_emulator
-    cmd = [PYTHON, str(REPO / "run.py"), *canonical(emu, workdir, "train.max_steps=100000", "train.logging_steps=20",
-                                                    "provider.heartbeat_timeout_s=3"), f"hydra.run.dir={run_dir}"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env_for(emu))
-    try:
-        _wait_for(lambda: '"event": "step"' in _read(run_dir / "train.log"), 240, "training to start")
-    finally:
-        proc.kill()
-        proc.wait()
-    _wait_for(lambda: not emu.live_pods(), 60, "the watchdog to delete the pod")
+    with Background(*canonical(emu, workdir, "train.max_steps=100000", "train.logging_steps=20",
+                               "provider.heartbeat_timeout_s=3"), run_dir=run_dir, env=env_for(emu)) as bg:
+        bg.wait_for_training()
+        bg.proc.kill()
+    wait_for(lambda: not emu.live_pods(), 60, "the watchdog to delete the pod")
     deletes = [r for r in emu.requests if r.method == "DELETE"]
     assert deletes and all(r.key == "pod" for r in deletes), "deleted with the pod-scoped key, not the user's"
     assert (run_dir / "dataset" / "train.jsonl").is_file()
@@ -277,19 +250,6 @@ def test_reap_deletes_orphans_and_spares_live_runs(runpod_emulator, tmp_path):
                            str(tmp_path / "runs")], cwd=REPO, capture_output=True, text=True, env=env_for(emu))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "ORPHAN" in proc.stdout and "owned by a live run" in proc.stdout
-    assert {p.id for p in emu.live_pods()} == {owned, foreign}
+    assert {p.id for p in emu.live_pods()} == {owned, foreign}, f"only {orphan} goes"
     for pod_id in (owned, foreign):
         httpx.delete(f"{emu.url}/pods/{pod_id}", headers=auth)
-
-
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _read(path: Path) -> str:
-    return path.read_text(errors="ignore") if path.exists() else ""

@@ -5,16 +5,17 @@ from loguru import logger
 
 from engine import logs
 from engine.secrets import load_dotenv, redact
+from tests.conftest import fake_key
 
 
 def test_the_key_is_redacted_everywhere(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RUNPOD_API_KEY", "sk-not-shaped-like-a-key-42")
     logs.setup(tmp_path)
     logger.info("calling with Authorization: Bearer sk-not-shaped-like-a-key-42")
-    logger.info("a key-shaped string rpa_ABCDEFGHIJKLMNOP1234 too")
+    logger.info(f"a key-shaped string {fake_key('unnamed')} too")
     logger.remove()
     text = (tmp_path / "run.log").read_text() + capsys.readouterr().err
-    assert "sk-not-shaped" not in text and "rpa_ABCDEFGH" not in text
+    assert "sk-not-shaped" not in text and fake_key("unnamed") not in text
     assert text.count("***") == 4
 
 
@@ -22,10 +23,11 @@ def test_dotenv_fills_only_unset_variables(tmp_path, monkeypatch):
     monkeypatch.delenv("RUNPOD_API_KEY", raising=False)
     monkeypatch.setenv("LORAPOD_TEST_KEEP", "from-env")
     env = tmp_path / ".env"
-    env.write_text("# comment\nexport RUNPOD_API_KEY='rpa_fromdotenv123456'\nLORAPOD_TEST_KEEP=from-file\n")
+    key = fake_key("fromdotenv")
+    env.write_text(f"# comment\nexport RUNPOD_API_KEY='{key}'\nLORAPOD_TEST_KEEP=from-file\n")
     assert load_dotenv(env) == ["RUNPOD_API_KEY"]
     import os
 
     assert os.environ["LORAPOD_TEST_KEEP"] == "from-env"
-    assert redact("key rpa_fromdotenv123456") == "key ***"
+    assert redact(f"key {key}") == "key ***"
     monkeypatch.delenv("RUNPOD_API_KEY")
