@@ -114,7 +114,7 @@ def _check_dataset(ds: DictConfig, need: Callable[[bool, str, str], None], missi
             need(False, key, "may only use the placeholders {name} and {date} (write {{ and }} for braces)")
 
 
-def validate(cfg: DictConfig, extra_checks: list[Callable[[DictConfig], list[str]]] = ()) -> None:
+def validate(cfg: DictConfig) -> None:
     problems: list[tuple[str, str]] = []
 
     def need(ok: bool, key: str, rule: str) -> None:
@@ -180,9 +180,6 @@ def validate(cfg: DictConfig, extra_checks: list[Callable[[DictConfig], list[str
     else:
         for key, rule in getattr(provider_cls, "check_config", lambda c: [])(cfg):
             problems.append((key, rule))
-
-    for check in extra_checks:
-        problems.extend(check(cfg))
 
     if problems:
         raise ConfigError(
