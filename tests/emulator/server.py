@@ -529,13 +529,9 @@ class RunPodEmulator:
         return problem(404, f"pod {pod_id} not found")
 
     def create_pod(self, raw: bytes, **_) -> _Response:
-        try:
-            body = json.loads(raw or b"null")
-        except ValueError:
-            return problem(400, "request body is not valid JSON")
-        errors = openapi.request_errors("CreatePodRequest", body)
-        if errors:
-            return problem(422, "Request validation failed.", errors=errors)
+        body, refused = _request_body(raw, "CreatePodRequest")
+        if refused is not None:
+            return refused
         if ("gpu" in body) == ("cpu" in body):
             return problem(400, "exactly one of gpu or cpu must be set")
         if "cpu" in body:
@@ -605,13 +601,9 @@ class RunPodEmulator:
         return _Response(204, after=pod.kill_processes)
 
     def pod_action(self, params, raw, **_) -> _Response:
-        try:
-            body = json.loads(raw or b"null")
-        except ValueError:
-            return problem(400, "request body is not valid JSON")
-        errors = openapi.request_errors("PodActionRequest", body)
-        if errors:
-            return problem(422, "Request validation failed.", errors=errors)
+        body, refused = _request_body(raw, "PodActionRequest")
+        if refused is not None:
+            return refused
         action = body["action"]
         with self._lock:
             pod = self._find(params["id"])
@@ -710,6 +702,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args) -> None:
         pass
+
+
+def _request_body(raw: bytes, schema: str) -> tuple[Any, Optional[_Response]]:
+    """The JSON body, or the answer RunPod gives when it is not JSON (400) or breaks the schema (422)."""
+    try:
+        body = json.loads(raw or b"null")
+    except ValueError:
+        return None, problem(400, "request body is not valid JSON")
+    errors = openapi.request_errors(schema, body)
+    return body, (problem(422, "Request validation failed.", errors=errors) if errors else None)
 
 
 def _read_body(handler: BaseHTTPRequestHandler) -> bytes:

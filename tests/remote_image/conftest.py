@@ -7,11 +7,12 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
+
+from tests.loopback import serving
 from tests.remote_image.podside import REMOTE_IMAGE, FakeRunPodApi, Recorded, Spawned
 
 
@@ -34,12 +35,9 @@ def runpod_api():
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    api.url = f"http://127.0.0.1:{server.server_address[1]}/v2"
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield api
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as url:
+        api.url = url + "/v2"
+        yield api
 
 
 @pytest.fixture

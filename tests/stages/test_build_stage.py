@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import stat
-import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+
+from tests.loopback import serving
 from hydra import compose, initialize_config_dir
 from loguru import logger
 
@@ -86,12 +87,9 @@ def registry():
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    reg.url = f"http://127.0.0.1:{server.server_address[1]}"
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield reg
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as url:
+        reg.url = url
+        yield reg
 
 
 @pytest.fixture
