@@ -32,6 +32,7 @@ class RunPodProviderConfig:
     ready_timeout_s: float = 600.0  # RUNNING with a public TCP port 22 within this, or the pod is deleted
     poll_interval_s: float = 2.0  # between status reads while waiting: a pod bills while we look away
     request_timeout_s: float = 30.0  # per HTTP request
+    api_retry_s: float = 120.0  # keep retrying a read or delete this long on network errors, 5xx and 429
     max_runtime_s: int = 21600  # the pod deletes itself after this long, whatever happens to us
     heartbeat_timeout_s: int = 900  # ... or when we stop touching its heartbeat for this long
     heartbeat_interval_s: float = 30.0  # how often we touch it while the run is alive

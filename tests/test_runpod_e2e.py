@@ -207,6 +207,40 @@ def test_a_refused_api_key_is_named_and_nothing_is_created(runpod_emulator, work
     assert_nothing_billing_and_data_kept(emu, run)
 
 
+@pytest.mark.parametrize("fault, says", [
+    ("read_only_key", "lacks permission"),
+    ("insufficient_balance", "balance is too low"),
+])
+def test_a_create_refused_for_the_account_says_why(runpod_emulator, workdir, run_dir, fault, says):
+    emu = runpod_emulator
+    env = env_for(emu)
+    if fault == "read_only_key":
+        env["RUNPOD_API_KEY"] = fake_key("readonly")
+        emu.add_key(env["RUNPOD_API_KEY"], methods=("GET",))
+    else:
+        emu.faults.insufficient_balance = True
+    run = run_lorapod(*canonical(emu, workdir), run_dir=run_dir, env=env)
+    assert run.proc.returncode == 1
+    assert run.summary["failed_stage"] == "deploy" and says in run.output
+    assert emu.pods == {}
+    assert_nothing_billing_and_data_kept(emu, run)
+
+
+def test_a_pod_that_cannot_be_deleted_is_reported_loudly_with_the_fix(runpod_emulator, workdir, run_dir):
+    emu = runpod_emulator
+    emu.faults.server_errors(count=10_000, status=503, methods=["DELETE"])
+    run = run_lorapod(*canonical(emu, workdir, "train.max_steps=2", "provider.api_retry_s=2"), run_dir=run_dir,
+                      env=env_for(emu))
+    assert run.proc.returncode == 1
+    [pod] = emu.live_pods()
+    assert f"COULD NOT DELETE POD {pod.id}" in run.output and "python -m engine.reap --yes" in run.output
+    assert run.summary["status"] == "failed" and run.summary["failed_stage"] == "terminate"
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file(), "the finished training is home"
+    emu.faults.rules.clear()
+    emu.terminate(pod.id)  # what the printed command would do
+    assert_nothing_billing_and_data_kept(emu, run)
+
+
 def test_an_unknown_gpu_lists_the_valid_ids(runpod_emulator, workdir, run_dir):
     emu = runpod_emulator
     run = run_lorapod(*canonical(emu, workdir, "gpu.id=NVIDIA RTX 9999"), run_dir=run_dir, env=env_for(emu))

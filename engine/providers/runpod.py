@@ -71,7 +71,8 @@ class RunPodProvider:
             key = os.environ.get(self.settings.api_key_env)
             if not key:
                 raise ProviderError(f"{self.settings.api_key_env} is not set", "export it or put it in .env")
-            self._api = RunPodApi(self.settings.api_url, key, self.settings.request_timeout_s)
+            self._api = RunPodApi(self.settings.api_url, key, self.settings.request_timeout_s,
+                                  self.settings.api_retry_s)
         return self._api
 
     # -- create ---------------------------------------------------------------------------------------
