@@ -4,15 +4,9 @@
 """
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
-from tests.emulator.pod import SSHD
+from tests import sshd
 from tests.emulator.server import RunPodEmulator
-
-needs_sshd = pytest.mark.skipif(not (os.path.exists(SSHD) and shutil.which("ssh-keygen")),
-                                reason="OpenSSH's sshd is not installed (Debian: apt-get install openssh-server)")
 
 
 @pytest.fixture
@@ -21,8 +15,8 @@ def runpod_emulator():
     creates they should affect). At teardown it is stopped, which kills every pod's processes, and the test
     fails if a response broke the OpenAPI document or the emulator itself failed. Pods the client left
     running are the test's to assert on: emu.live_pods() still lists them after the stop."""
-    if not (os.path.exists(SSHD) and shutil.which("ssh-keygen")):
-        pytest.skip("OpenSSH's sshd is not installed (Debian: apt-get install openssh-server)")
+    if not sshd.installed():
+        pytest.skip(sshd.MISSING)
     emulator = RunPodEmulator().start()
     try:
         yield emulator

@@ -10,7 +10,6 @@ import os
 import re
 import secrets
 import select
-import shutil
 import signal
 import socket
 import string
@@ -24,12 +23,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
+from tests import sshd
 from tests.emulator.podinit import descendants
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 WATCHDOG = REPO / "remote_image" / "watchdog.py"
-SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 WAIT_S = 30.0  # upper bound for something that should happen at once; never a measured duration
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 INF = float("inf")
@@ -380,12 +379,12 @@ class PodMachine:
             for _ in range(3):  # a port taken between free_port() and sshd's bind: try another
                 port = free_port()
                 self._write_config(port, session_env)
-                commands = [[SSHD, "-D", "-e", "-f", str(self.config)]]
+                commands = [[sshd.SSHD, "-D", "-e", "-f", str(self.config)]]
                 if watchdog:
                     commands.append([sys.executable, str(WATCHDOG)])
-                checked = subprocess.run([SSHD, "-t", "-f", str(self.config)], capture_output=True, text=True)
+                checked = subprocess.run([sshd.SSHD, "-t", "-f", str(self.config)], capture_output=True, text=True)
                 if checked.returncode != 0:
-                    self.log.add(f"lorapod-emulator: {SSHD} rejects its config: {checked.stderr.strip()}")
+                    self.log.add(f"lorapod-emulator: {sshd.SSHD} rejects its config: {checked.stderr.strip()}")
                     break
                 mark = len(self.log.lines)
                 if not self._spawn(commands, container_env, generation):
@@ -426,6 +425,7 @@ class PodMachine:
         return f"no 'Server listening' line within {WAIT_S:g}s"
 
     def _prepare(self, session_env: dict[str, str], public_keys: list[str]) -> None:
+        sshd.prepare()  # before `sshd -t`, which fails without it too
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.ssh_dir.mkdir(mode=0o700, exist_ok=True)
         (self.folder / "home").mkdir(mode=0o700, exist_ok=True)
@@ -470,8 +470,6 @@ class PodMachine:
         self.config.write_text("\n".join(lines) + "\n")
 
     def _spawn(self, commands: list[list[str]], env: dict[str, str], generation: int) -> bool:
-        if os.geteuid() == 0:
-            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation directory
         with self._lock:
             if generation != self._generation:
                 return False

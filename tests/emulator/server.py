@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from tests import sshd
 from tests.emulator import openapi
-from tests.emulator.pod import SSHD, WAIT_S, EmulatedPod, random_id
+from tests.emulator.pod import WAIT_S, EmulatedPod, random_id
 
 CAPACITY_DETAIL = ("There are no longer any instances available with the requested specifications. "
                    "Please refresh and try again.")
@@ -281,9 +282,7 @@ class RunPodEmulator:
 
     # ---- start / stop
     def start(self) -> "RunPodEmulator":
-        if not Path(SSHD).exists() or not shutil.which("ssh-keygen"):
-            raise RuntimeError(f"the RunPod emulator runs each pod as OpenSSH's sshd, and {SSHD} or ssh-keygen is "
-                               "missing: apt-get install openssh-server")
+        sshd.preflight()  # each pod is an sshd: fail now, in sshd's words, not after a client's ready timeout
         openapi.spec()  # fail now, not on the first request, when the document is missing
         if self._root_given is not None:
             self.root = Path(self._root_given)

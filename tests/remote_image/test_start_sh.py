@@ -5,7 +5,6 @@ from __future__ import annotations
 import getpass
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,14 +12,12 @@ from pathlib import Path
 import paramiko
 import pytest
 from tests.remote_image.podside import REMOTE_IMAGE, clean_env, free_port, linter
+from tests.sshd import SSHD, needs_sshd
 
 START_SH = str(REMOTE_IMAGE / "start.sh")
-SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 HOST_KEY_LINE = re.compile(r"lorapod-host-key: (\S+) (SHA256:[A-Za-z0-9+/]+)")
 KEY = "rpa_POD_SCOPED_TEST_KEY_1234567890"
 
-needs_sshd = pytest.mark.skipif(not (os.path.exists(SSHD) and shutil.which("ssh-keygen")),
-                                reason="OpenSSH's sshd is not installed (Debian: apt-get install openssh-server)")
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="sshd's privilege separation needs root")
 
 
