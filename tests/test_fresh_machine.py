@@ -30,9 +30,9 @@ def fresh_run_command(*argv: str) -> list[str]:
 
 
 def alone(*pytest_args: str) -> subprocess.CompletedProcess:
-    # No random order, no workers, no cache: the file runs in its own order, first, in one process.
-    cmd = fresh_run_command(sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:xdist",
-                            "-p", "no:cacheprovider", *pytest_args)
+    # The project's addopts cleared: no workers, no random order, no cache; the file runs first, in one process.
+    cmd = fresh_run_command(sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:randomly",
+                            "-p", "no:xdist", "-p", "no:cacheprovider", *pytest_args)
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
 

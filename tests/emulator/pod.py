@@ -417,7 +417,7 @@ class PodMachine:
                 init = self.init
             if "Address already in use" in text:
                 return "address in use"
-            if "fatal:" in text or "Cannot bind any address" in text:
+            if "fatal:" in text or "Cannot bind any address" in text or "podinit: sshd exited" in text:
                 return "sshd exited"
             if init is None or init.poll() is not None:
                 return "the container's init exited"

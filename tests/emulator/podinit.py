@@ -46,10 +46,17 @@ def descendants(root: int, zombies: bool = False) -> list[int]:
     return found
 
 
-def _reap() -> None:
+def _reap(started: dict[int, str] | None = None) -> None:
+    """Reaps whatever exited; one of the commands this process started is reported in the container log, so
+    the emulator sees at once that sshd died (and sshd's own last words are just above that line)."""
     try:
-        while os.waitpid(-1, os.WNOHANG)[0]:
-            pass
+        while True:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if not pid:
+                return
+            if started and pid in started:
+                print(f"podinit: {started.pop(pid)} exited with status {os.waitstatus_to_exitcode(status)}",
+                      flush=True)
     except ChildProcessError:
         pass
 
@@ -83,12 +90,11 @@ def main() -> int:
         os._exit(0)
 
     signal.signal(signal.SIGTERM, shutdown)
-    for argv in commands:
-        subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    started = {subprocess.Popen(argv, stdin=subprocess.DEVNULL).pid: os.path.basename(argv[0]) for argv in commands}
     # Reap children and adopted orphans. An init with nothing left to reap keeps the pod up; one whose
     # emulator died (a crashed test run) takes the pod down with it rather than leave sshd behind.
     while os.getppid() == parent:
-        _reap()
+        _reap(started)
         time.sleep(0.1)
     shutdown()
     return 0
