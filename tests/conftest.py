@@ -1,6 +1,7 @@
 """Shared helpers: run lorapod as a user would (a subprocess of run.py) and read what it left behind."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -94,6 +95,30 @@ class Background:
             self.proc.communicate()
 
 
+DEFAULT_RUN_KEY = fake_key("testsecret")
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory) -> Run:
+    """`python run.py` as it comes, with a RunPod key in the environment that must leak nowhere: trained once
+    per test session for every test that only reads what it left. pytest-xdist gives each worker its own
+    session fixtures, so the first worker to get here trains it, under a lock in the folder all workers of this
+    session share, and the others read what it left."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # pytest-N/, above each worker's popen-gwK/
+    folder = shared / "default-run"
+    with open(shared / "default-run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "proc.json").exists():
+            run = run_lorapod(run_dir=folder / "run", env=lorapod_env(RUNPOD_API_KEY=DEFAULT_RUN_KEY))
+            (folder / "proc.json").write_text(json.dumps(
+                {"args": run.proc.args, "returncode": run.proc.returncode, "stdout": run.proc.stdout,
+                 "stderr": run.proc.stderr}))
+    proc = subprocess.CompletedProcess(**json.loads((folder / "proc.json").read_text()))
+    return Run(proc, folder / "run")
+
+
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     return tmp_path / "run"
@@ -109,10 +134,11 @@ def plain_sshd(tmp_path):
     from types import SimpleNamespace
 
     from engine.sshkeys import run_keypair
-    from tests.emulator.pod import SSHD, ContainerLog, PodMachine
+    from tests import sshd
+    from tests.emulator.pod import ContainerLog, PodMachine
 
-    if not os.path.exists(SSHD):
-        pytest.skip("OpenSSH's sshd is not installed (Debian: apt-get install openssh-server)")
+    if not sshd.installed():
+        pytest.skip(sshd.MISSING)
     folder = Path(tempfile.mkdtemp(prefix="lorapod-sshd-", dir=Path.home()))
     key, public = run_keypair(tmp_path / "client-key", "lorapod-tests")
     log = ContainerLog()

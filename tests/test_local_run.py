@@ -10,15 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PYTHON, REPO, Background, Run, fake_key, lorapod_env, run_lorapod, wait_for
-
-FAKE_KEY = fake_key("testsecret")
-
-
-@pytest.fixture(scope="module")
-def default_run(tmp_path_factory) -> Run:
-    run_dir = tmp_path_factory.mktemp("default") / "run"
-    return run_lorapod(run_dir=run_dir, env=lorapod_env(RUNPOD_API_KEY=FAKE_KEY))
+from tests.conftest import DEFAULT_RUN_KEY, PYTHON, REPO, Background, lorapod_env, run_lorapod, wait_for
 
 
 def test_default_run_succeeds_and_lands_everything(default_run):
@@ -77,8 +69,8 @@ def test_fetched_files_match_the_hashes_the_pod_reported(default_run):
 def test_the_api_key_is_in_no_file_of_the_run(default_run):
     for path in default_run.run_dir.rglob("*"):
         if path.is_file():
-            assert FAKE_KEY not in path.read_text(errors="ignore"), path
-    assert FAKE_KEY not in default_run.output
+            assert DEFAULT_RUN_KEY not in path.read_text(errors="ignore"), path
+    assert DEFAULT_RUN_KEY not in default_run.output
 
 
 def test_a_stage_from_outside_the_project_added_on_the_command_line(run_dir):
