@@ -345,7 +345,7 @@ def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     found = {"python": platform.python_version()}
-    for name in ("torch", "transformers", "trl", "peft", "datasets", "unsloth"):
+    for name in ("torch", "torchao", "transformers", "trl", "peft", "datasets", "accelerate", "unsloth", "unsloth_zoo"):
         try:
             found[name] = version(name)
         except PackageNotFoundError:

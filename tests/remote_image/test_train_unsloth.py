@@ -4,15 +4,38 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from packaging.utils import canonicalize_name
 
 from tests.conftest import REPO
+from tests.remote_image.test_requirements import pins
 
 SCRIPT = REPO / "remote_image" / "train_unsloth.py"
+# The packages whose versions result.json must show as requirements.txt's when training under the pod's closure.
+POD_PINNED = ("torch", "torchao", "transformers", "trl", "peft", "datasets", "accelerate", "unsloth", "unsloth-zoo")
+
+
+def pod_python() -> str:
+    """The pod's interpreter (LORAPOD_POD_PYTHON, made by .ci/pod_closure.sh): a skip without it, a failure in CI."""
+    path = os.environ.get("LORAPOD_POD_PYTHON")
+    if not path:
+        message = ("LORAPOD_POD_PYTHON is unset: run .ci/pod_closure.sh, then set "
+                   "LORAPOD_POD_PYTHON=$PWD/.venv-pod/bin/python to train under the pod's closure")
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    assert Path(path).is_file(), f"LORAPOD_POD_PYTHON={path} does not exist: run .ci/pod_closure.sh"
+    return path
+
+
+def interpreter(which: str) -> str:
+    return sys.executable if which == "venv" else pod_python()
 
 
 def load_script():
@@ -44,10 +67,12 @@ def make_run_folder(root: Path, backend: str, n: int = 24) -> Path:
     return root / "config.json"
 
 
+@pytest.mark.parametrize("python", ["venv", "pod"])
 @pytest.mark.parametrize("backend", ["unsloth", "transformers"])
-def test_trains_and_reports_every_output_with_its_hash(tmp_path, backend):
+def test_trains_and_reports_every_output_with_its_hash(tmp_path, backend, python):
+    executable = interpreter(python)
     config = make_run_folder(tmp_path, backend)
-    proc = subprocess.run([sys.executable, str(SCRIPT), str(config)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([executable, str(SCRIPT), str(config)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((tmp_path / "out" / "result.json").read_text())
     assert result["backend"] == backend and result["status"] == "succeeded" and result["steps"] == 4
@@ -62,6 +87,34 @@ def test_trains_and_reports_every_output_with_its_hash(tmp_path, backend):
     assert events[-1]["event"] == "done"
     if backend == "unsloth":
         assert result["versions"].get("unsloth"), "the Unsloth path must really run in CI"
+    if python == "pod":
+        locked = pins(REPO / "remote_image" / "requirements.txt")
+        pod_minor = re.search(r"python(3\.\d+)-venv", (REPO / "remote_image" / "Dockerfile").read_text()).group(1)
+        recorded = {canonicalize_name(name): v for name, v in result["versions"].items() if name != "python"}
+        assert {"python": result["versions"]["python"].rsplit(".", 1)[0], **recorded} == \
+            {"python": pod_minor, **{name: locked[name] for name in POD_PINNED}}
+
+
+def test_torchao_loads_its_cpp_extensions_under_the_pod_closure():
+    """torchao skips its C++ extensions when its torch is not the one it was built for (0.18 with torch 2.10 did),
+    and unsloth_zoo hides that warning: ask torchao's own flag, torch for the libraries it loaded, and torchao's
+    logger for any warning (a .so that failed to load)."""
+    probe = (
+        "import json, logging, pathlib\n"
+        "warned = []\n"
+        "class Keep(logging.Handler):\n"
+        "    def emit(self, record): warned.append(f'{record.name}: {record.getMessage()}')\n"
+        "logging.getLogger('torchao').addHandler(Keep(logging.WARNING))\n"
+        "import torch, torchao\n"
+        "shipped = sorted(str(p) for p in pathlib.Path(torchao.__file__).parent.glob('_C*.so'))\n"
+        "print(json.dumps({'skipped': torchao.skip_loading_so_files, 'warned': warned, 'shipped': shipped,\n"
+        "                  'loaded': sorted(set(shipped) & set(torch.ops.loaded_libraries))}))\n"
+    )
+    proc = subprocess.run([pod_python(), "-c", probe], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.splitlines()[-1])
+    assert report["skipped"] is False and report["warned"] == [], report
+    assert report["shipped"] and report["loaded"] == report["shipped"], report
 
 
 def test_loss_mask_covers_exactly_the_final_answer(tmp_path):
