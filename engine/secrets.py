@@ -9,8 +9,9 @@ import os
 import re
 from pathlib import Path
 
-# Names whose values are redacted wherever they show up, and key shapes redacted even when unnamed.
-SECRET_NAMES = ("RUNPOD_API_KEY",)
+# Names whose values are redacted wherever they show up, and key shapes redacted even when unnamed. A provider
+# adds the variable its key is read from (provider.api_key_env) with add_secret_name() before it uses it.
+SECRET_NAMES = ["RUNPOD_API_KEY"]
 _KEY_SHAPES = re.compile(r"rpa_[A-Za-z0-9]{8,}")
 REDACTED = "***"
 
@@ -30,6 +31,12 @@ def load_dotenv(path: Path = Path(".env")) -> list[str]:
             os.environ[key] = value
             loaded.append(key)
     return loaded
+
+
+def add_secret_name(name: str) -> None:
+    """Redact the value of environment variable `name` from now on, wherever it shows up."""
+    if name and name not in SECRET_NAMES:
+        SECRET_NAMES.append(name)
 
 
 def secret_values() -> list[str]:

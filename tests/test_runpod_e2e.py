@@ -233,11 +233,16 @@ def test_a_pod_that_cannot_be_deleted_is_reported_loudly_with_the_fix(runpod_emu
                       env=env_for(emu))
     assert run.proc.returncode == 1
     [pod] = emu.live_pods()
-    assert f"COULD NOT DELETE POD {pod.id}" in run.output and "python -m engine.reap --yes" in run.output
+    assert f"COULD NOT DELETE POD {pod.id}" in run.output
     assert run.summary["status"] == "failed" and run.summary["failed_stage"] == "terminate"
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file(), "the finished training is home"
+    # The fix names this one pod (reap deletes a pod it cannot prove ours only when named), and works as printed.
+    printed = re.search(r"python -m engine\.reap (--pod \S+ --yes --api-url \S+)", run.output)
+    assert printed and f"--pod {pod.id} " in printed.group(1), run.output
     emu.faults.rules.clear()
-    emu.terminate(pod.id)  # what the printed command would do
+    reap = subprocess.run([PYTHON, "-m", "engine.reap", *printed.group(1).split()], cwd=REPO, capture_output=True,
+                          text=True, env=env_for(emu))
+    assert reap.returncode == 0 and f"deleted {pod.id}" in reap.stdout, reap.stdout + reap.stderr
     assert_nothing_billing_and_data_kept(emu, run)
 
 
@@ -263,27 +268,68 @@ def test_a_dead_laptop_leaves_no_pod_billing(runpod_emulator, workdir, run_dir):
     assert (run_dir / "dataset" / "train.jsonl").is_file()
 
 
-def test_reap_deletes_orphans_and_spares_live_runs(runpod_emulator, tmp_path):
+def reap(emu, runs: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([PYTHON, "-m", "engine.reap", "--api-url", emu.url, "--runs-dir", str(runs), *args],
+                          cwd=REPO, capture_output=True, text=True, env=env_for(emu))
+
+
+def test_reap_deletes_only_pods_of_runs_found_here_and_spares_live_ones(runpod_emulator, tmp_path):
+    import socket
+
     import httpx
 
     emu = runpod_emulator
+    emu.faults.never_ready = True  # pods to list and delete: no sshd needed
+    emu.page_size = 1  # and the list comes one pod a page
     auth = {"Authorization": f"Bearer {emu.api_key}"}
+    runs = tmp_path / "runs"
 
     def create(name: str) -> str:
         body = {"name": name, "image": "x/y:z", "gpu": {"id": RTX4090, "count": 1}, "ports": ["22/tcp"]}
         return httpx.post(f"{emu.url}/pods", json=body, headers=auth).json()["id"]
 
-    orphan, owned, foreign = create("lorapod-20260101-000000-dead"), create("lorapod-live"), create("not-ours")
-    runs = tmp_path / "runs" / "live"
-    runs.mkdir(parents=True)
-    import socket
+    def run_folder(run_id: str, status: str, pid: int) -> None:
+        folder = runs / run_id
+        folder.mkdir(parents=True)
+        (folder / "state.json").write_text(json.dumps({"run_id": run_id, "status": status, "pod": None,
+                                                       "owner": {"host": socket.gethostname(), "pid": pid}}))
 
-    (runs / "state.json").write_text(json.dumps({"status": "running", "pod": {"id": owned},
-                                                 "owner": {"host": socket.gethostname(), "pid": os.getpid()}}))
-    proc = subprocess.run([PYTHON, "-m", "engine.reap", "--yes", "--api-url", emu.url, "--runs-dir",
-                           str(tmp_path / "runs")], cwd=REPO, capture_output=True, text=True, env=env_for(emu))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "ORPHAN" in proc.stdout and "owned by a live run" in proc.stdout
-    assert {p.id for p in emu.live_pods()} == {owned, foreign}, f"only {orphan} goes"
-    for pod_id in (owned, foreign):
-        httpx.delete(f"{emu.url}/pods/{pod_id}", headers=auth)
+    # Listed first: a lorapod-looking pod no run folder here names (another machine's run, another checkout).
+    elsewhere = create("lorapod-20260101-000000-else")
+    dead, live, foreign = create("lorapod-20260101-000000-dead"), create("lorapod-20260101-000000-live"), \
+        create("not-ours")
+    run_folder("20260101-000000-dead", "failed", 0)
+    run_folder("20260101-000000-live", "running", os.getpid())
+    run_folder("20260101-000000-gone", "succeeded", 0)  # its pod is long gone: nothing to match
+
+    first = reap(emu, runs, "--yes")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert re.search(rf"{elsewhere}.*UNCLAIMED", first.stdout) and re.search(rf"{dead}.*ORPHAN", first.stdout)
+    assert re.search(rf"{live}.*live here", first.stdout) and foreign not in first.stdout
+    assert {p.id for p in emu.live_pods()} == {elsewhere, live, foreign}, f"only {dead} goes"
+
+    refused = reap(emu, runs, "--pod", live, "--pod", foreign, "--yes")
+    assert refused.returncode == 1 and {p.id for p in emu.live_pods()} == {elsewhere, live, foreign}
+    named = reap(emu, runs, "--pod", elsewhere, "--yes")
+    assert named.returncode == 0 and {p.id for p in emu.live_pods()} == {live, foreign}, named.stdout + named.stderr
+
+    another = create("lorapod-someone-else")
+    everything = reap(emu, runs, "--unclaimed", "--yes")
+    assert everything.returncode == 0 and {p.id for p in emu.live_pods()} == {live, foreign}
+    assert f"deleted {another}" in everything.stdout
+    for pod_id in (live, foreign):
+        emu.terminate(pod_id)
+
+
+@pytest.mark.parametrize("where", ["http://0.0.0.0:{port}/v2", "http://runpod.invalid/v2"])
+def test_a_plain_http_api_url_beyond_this_machine_is_refused_before_the_key_is_sent(runpod_emulator, workdir,
+                                                                                    run_dir, where):
+    emu = runpod_emulator
+    # 0.0.0.0 is not a loopback address, yet Linux delivers a connection to it here: what reaches the emulator
+    # would have crossed a network in clear text. runpod.invalid never resolves (RFC 2606).
+    url = where.format(port=emu.port)
+    args = [f"provider.api_url={url}" if a.startswith("provider.api_url=") else a for a in canonical(emu, workdir)]
+    run = run_lorapod(*args, run_dir=run_dir, env=env_for(emu))
+    assert run.proc.returncode == 2, run.output
+    assert "provider.api_url" in run.output and "https" in run.output
+    assert emu.requests == [] and emu.pods == {}

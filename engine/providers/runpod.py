@@ -21,7 +21,8 @@ from omegaconf import OmegaConf
 from engine.context import PROJECT_ROOT, RunContext
 from engine.errors import CapacityError, ProviderError
 from engine.providers.base import Endpoint, Pod, PodSpec
-from engine.providers.runpod_api import ApiError, RunPodApi
+from engine.providers.runpod_api import DEFAULT_API_URL, ApiError, RunPodApi, insecure_url
+from engine.secrets import add_secret_name
 from engine.sshkeys import run_keypair
 
 CLOUDS = ("COMMUNITY", "SECURE")
@@ -45,10 +46,14 @@ class RunPodProvider:
         self.default_workdir = self.settings.workdir
         self.default_python = ctx.cfg.image.python
         self._api: RunPodApi | None = None
+        add_secret_name(self.settings.api_key_env)  # whatever the variable is called, its value never reaches a log
 
     @staticmethod
     def check_config(cfg) -> list[tuple[str, str]]:
         p, problems = cfg.provider, []
+        refused = insecure_url(p.api_url)
+        if refused:
+            problems.append(("provider.api_url", refused))
         if not os.environ.get(p.api_key_env):
             problems.append((p.api_key_env, f"is not set: export {p.api_key_env}=<your key> or put it in a .env "
                                             "file (RunPod console > Settings > API Keys)"))
@@ -72,7 +77,7 @@ class RunPodProvider:
             if not key:
                 raise ProviderError(f"{self.settings.api_key_env} is not set", "export it or put it in .env")
             self._api = RunPodApi(self.settings.api_url, key, self.settings.request_timeout_s,
-                                  self.settings.api_retry_s)
+                                  self.settings.api_retry_s, key_env=self.settings.api_key_env)
         return self._api
 
     # -- create ---------------------------------------------------------------------------------------
@@ -240,8 +245,11 @@ class RunPodProvider:
         return info is not None and info.get("status") not in (*GONE, "EXITED", "ERROR")
 
     def manual_terminate_hint(self, pod: Pod) -> str:
-        return (f"python -m engine.reap --yes   or   curl -X DELETE {self.settings.api_url}/pods/{pod.id} "
-                f"-H \"Authorization: Bearer ${self.settings.api_key_env}\"")
+        # This one pod, by id: reap deletes an unclaimed pod only when named, and never guesses.
+        where = "" if self.settings.api_url == DEFAULT_API_URL else f" --api-url {self.settings.api_url}"
+        key = "" if self.settings.api_key_env == "RUNPOD_API_KEY" else f" --api-key-env {self.settings.api_key_env}"
+        return (f"python -m engine.reap --pod {pod.id} --yes{where}{key}   or   curl -X DELETE "
+                f"{self.settings.api_url}/pods/{pod.id} -H \"Authorization: Bearer ${self.settings.api_key_env}\"")
 
     def list_owned(self) -> list[Pod]:
         return [Pod(id=p["id"], name=p["name"], provider=self.name, gpu=(p.get("gpu") or {}).get("id"),

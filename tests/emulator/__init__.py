@@ -21,15 +21,19 @@ response broke the OpenAPI document or the emulator itself failed.
                                     an unknown field); then exactly one of gpu/cpu (400; CPU pods: 501), a known
                                     gpu.id (400 naming the catalog), CUDA and mount rules (400), gpu.count within
                                     maxCount (400), capacity (400, the exact message below), balance (402).
-    GET    /v2/pods                 {"pods": [...]}, TERMINATED pods left out.
+    GET    /v2/pods                 {"pods": [...]}, TERMINATED pods left out. With emu.page_size = n, lists come
+                                    n a page with `pagination.nextCursor` while more remain, sent back as
+                                    `cursor` (a cursor it never gave: 400); the catalog list pages the same way.
     GET    /v2/pods/{id}            Pod; 404 problem+json once it is terminated.
     DELETE /v2/pods/{id}            204; the public SSH port closes at once, then every process of the pod dies.
     POST   /v2/pods/{id}/action     {"action": start|stop|restart|terminate}: 200 Pod (terminate: 204), 409 when
                                     the pod's `actions` do not list it, 422 for a malformed body.
     GET    /v2/pods/{id}/logs       Server-Sent Events, one per log line: `id: <ts>/<seq>` and
                                     `data: {"ts", "source", "line"}`; `tail` (default 100), `since`, `source`
-                                    and the Last-Event-ID header select lines. The response ends when the
-                                    log is drained (the stream is not held open).
+                                    and the Last-Event-ID header select lines. A live tail: after the backlog
+                                    the response (chunked, `Connection: keep-alive`) stays open and sends each
+                                    new line as it is logged, until the client hangs up or the emulator stops
+                                    (not when the pod goes). Read it as a stream; `.text` never returns.
     GET    /v2/catalog/gpus[/{id}]  GpuType(s) with prices; include=AVAILABILITY&product=POD adds stock, data
                                     centers and CUDA versions (each needs the other: 400).
 Other paths of the document answer 501 problem+json; unknown paths 404, wrong methods 405.
@@ -48,7 +52,9 @@ create asked for "22/tcp"), and `ssh.direct` = {host 127.0.0.1, port <tcp public
 user>, command}. `ssh.proxy` is null (RunPod's SSH proxy is not emulated). `cost` is the catalog price x
 gpu.count while PROVISIONING/STARTING/RUNNING, 0 when EXITED/TERMINATED; `actions` follow the status as the
 document lists them. stop closes the public port (start gives a new one, as community pods get); restart
-keeps it.
+keeps it. While its port 22 is public, the pod's sshd logs a scanner's connection about every
+scanner_interval_s (default 1.0; None: never), as a pod on the internet does all day: its log stream is never
+quiet for long. A pod with no public port (never_ready) is quiet after its backlog, and its stream stays open.
 
 Each pod is a real OpenSSH sshd on 127.0.0.1, started at STARTING under podinit.py, a child subreaper that
 plays the container's PID 1 so that whatever the pod starts (SSH sessions, detached jobs) stays in its tree:
@@ -83,7 +89,9 @@ from boot, which deletes the pod through this API with its pod-scoped key.
     emu.faults.no_capacity("NVIDIA GeForce RTX 5090", ["COMMUNITY"])   # or faults.capacity.add((gpu, cloud))
         creates (and `start` actions) answer 400 with exactly CAPACITY_DETAIL:
         "There are no longer any instances available with the requested specifications. Please refresh and try again."
-    emu.faults.rate_limit(count=2, retry_after_s=1, methods=None, paths=None)   # 429 + Retry-After
+    emu.faults.rate_limit(count=2, retry_after_s=1, methods=None, paths=None, window="minute")
+        429 + Retry-After, for the minute, hour or day window (RateLimit headers and detail name it); a day
+        window's Retry-After can be hours
     emu.faults.read_errors(count=3, status=503, paths=None)                     # 5xx on the next GETs
     emu.faults.server_errors(count=1, status=502, methods=["DELETE"])           # 5xx on anything
         `paths` are the document's templates, e.g. ["/v2/pods/{id}"]; each returns its FaultRule (.remaining)
@@ -124,7 +132,13 @@ the shape the document describes. Pod ids are random; nothing here measures time
   timestamp stay apart) and Last-Event-ID accepts either form.
 - A created pod's example shows `runtime: {}`; the schema, its description and the recorded API say null
   until the pod runs: null it is.
-- runpod.md mentions cursor pagination of GET /v2/pods; the document has no cursor parameter: one page.
+- Pagination: the document has none yet (one page, the default). RunPod's MCP server (runpod/runpod-mcp,
+  src/pagination.ts) shapes its lists as `cursor` in, `pagination.nextCursor` out, "to match the cursor-based
+  pagination the REST API will add": page_size turns that on. The last page carries no cursor.
+- Logs: the document and runpod.md say the stream is held open; neither says what happens when the pod goes,
+  so it stays open (the harsher reading). Scanner lines: runpod.md ("a pod with a public port 22 logs
+  scanner connections all day"), in OpenSSH's formats as quoted from real servers (crowdsecurity/hub#1168,
+  fail2ban/fail2ban#1392), from RFC 5737 documentation addresses.
 - `format: float` is not a JSON Schema format (ignored); a 405 has a component but no operation uses it.
 - Unknown gpu.id: the document does not say which status; 400 naming the catalog. CPU pods and PATCH: 501.
 """

@@ -43,6 +43,15 @@ NEVER_READY_LINES = (
     "container failed to start: the host's driver supports CUDA 12.4; the image needs CUDA >= 12.8",
 )
 
+# What sshd prints while the internet's scanners knock on a public port 22 (runpod.md: "a pod with a public
+# port 22 logs scanner connections all day"). The formats are OpenSSH's own, as quoted from real servers in
+# crowdsecurity/hub#1168 and fail2ban/fail2ban#1392; the addresses are RFC 5737 documentation ones.
+SCANNER_LINES = (
+    "Connection closed by {ip} port {port} [preauth]",
+    "Invalid user admin from {ip} port {port}",
+    "Disconnected from authenticating user root {ip} port {port} [preauth]",
+)
+
 
 def now_iso(wall: Optional[float] = None) -> str:
     moment = datetime.fromtimestamp(time.time() if wall is None else wall, timezone.utc)
@@ -111,6 +120,17 @@ class ContainerLog:
                     return False
                 self._lock.wait(left)
             return True
+
+    def last_seq(self) -> int:
+        with self._lock:
+            return len(self.lines)
+
+    def after(self, seq: int, timeout: float) -> list[LogLine]:
+        """The lines after the `seq`-th, waiting up to `timeout` seconds for one when there is none yet."""
+        with self._lock:
+            if len(self.lines) <= seq:
+                self._lock.wait(timeout)
+            return self.lines[seq:]
 
     def select(self, *, tail: int = 100, since: Optional[str] = None, last_event_id: Optional[str] = None,
                source: Optional[str] = None) -> list[LogLine]:
@@ -557,6 +577,7 @@ class EmulatedPod:
     refuse_ssh_for_s: float = 0.0
     boot_watchdog: bool = False
     api_url: str = ""
+    scanner_interval_s: Optional[float] = 1.0  # a line in sshd's log this often while port 22 is public
     extra_env: dict = field(default_factory=dict)  # container-only variables the emulator adds (not in `env`)
     status: str = "PROVISIONING"
     ready: bool = False  # runtime and ssh.direct published
@@ -572,6 +593,7 @@ class EmulatedPod:
     _billed_s: float = 0.0
     _bill_t: Optional[float] = field(default_factory=time.monotonic)
     _udp: Optional[socket.socket] = None
+    _scanned_t: float = 0.0
 
     # ---- what the client sent
     @property
@@ -657,6 +679,11 @@ class EmulatedPod:
                 and self.machine.up:
             self.ready = True
             self.proxy.publish(self.machine.sshd_port, time.monotonic() + self.refuse_ssh_for_s)
+        if self.ready and self.scanner_interval_s and now - self._scanned_t >= self.scanner_interval_s:
+            self._scanned_t = now
+            ip, port = f"{secrets.choice(('192.0.2', '198.51.100', '203.0.113'))}.{secrets.randbelow(254) + 1}", \
+                secrets.randbelow(40000) + 20000
+            self.log.add(secrets.choice(SCANNER_LINES).format(ip=ip, port=port))
         return None
 
     def enter_starting(self) -> Optional[Callable[[], None]]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import secrets
+import select
 import shutil
+import socket
 import string
 import tempfile
 import threading
@@ -98,6 +100,9 @@ def _version(text: str) -> tuple[int, ...]:
 
 # ---------------------------------------------------------------------------------------------- faults
 
+# The document's RateLimit-Policy example: one member per window, each with its quota q and length w seconds.
+RATE_WINDOWS = {"minute": (60, 60), "hour": (3000, 3600), "day": (50000, 86400)}
+
 @dataclass
 class FaultRule:
     """Answer `status` to the next `remaining` requests that match (None: any method / any path template)."""
@@ -108,6 +113,7 @@ class FaultRule:
     paths: Optional[frozenset[str]] = None
     retry_after_s: Optional[int] = None
     detail: str = ""
+    window: str = "minute"  # the rate-limit window a 429 is for: minute, hour or day
 
     def matches(self, method: str, template: str) -> bool:
         return (self.remaining > 0 and (self.methods is None or method in self.methods)
@@ -143,11 +149,14 @@ class Faults:
         self.capacity.update((gpu_id, cloud) for cloud in clouds)
 
     def rate_limit(self, count: int, retry_after_s: int = 1, methods: Optional[Iterable[str]] = None,
-                   paths: Optional[Iterable[str]] = None) -> FaultRule:
+                   paths: Optional[Iterable[str]] = None, window: str = "minute") -> FaultRule:
         """429 with `Retry-After: retry_after_s` for the next `count` matching requests. `paths` are the
-        document's path templates, e.g. "/v2/pods/{id}"."""
+        document's path templates, e.g. "/v2/pods/{id}". `window` is the quota exceeded: minute, hour or day
+        (the document's RateLimit header lists those three; a day window's Retry-After can be hours)."""
+        if window not in RATE_WINDOWS:
+            raise ValueError(f"a rate-limit window is one of {', '.join(RATE_WINDOWS)}, not {window!r}")
         return self._add(FaultRule(429, count, _set(methods), _set(paths), int(retry_after_s),
-                                   "rate limit exceeded for the minute window"))
+                                   f"rate limit exceeded for the {window} window", window))
 
     def read_errors(self, count: int, status: int = 503, paths: Optional[Iterable[str]] = None) -> FaultRule:
         """`status` (500, 502, 503, 504) for the next `count` GET requests."""
@@ -225,6 +234,8 @@ class _Response:
     headers: dict = field(default_factory=dict)
     fault: Optional[str] = None
     after: Optional[Callable[[], None]] = None  # runs after the response is sent
+    # A response that does not end: `body` is sent first, then stream(write) sends more until it returns.
+    stream: Optional[Callable[[Callable[[str], None]], None]] = None
 
 
 def problem(status: int, detail: str, errors: Optional[list[str]] = None, **kw) -> _Response:
@@ -256,7 +267,8 @@ class RunPodEmulator:
     def __init__(self, api_key: str = DEFAULT_API_KEY, *, provisioning_s: float = 0.1, starting_s: float = 0.1,
                  ports_after_running_s: float = 0.3, validate: bool = True, boot_watchdog: bool = False,
                  watchdog_poll_s: Optional[float] = 0.1, catalog: Optional[list[GpuOffer]] = None,
-                 root: Optional[Path] = None):
+                 root: Optional[Path] = None, scanner_interval_s: Optional[float] = 1.0,
+                 page_size: Optional[int] = None):
         self.api_key = api_key
         self.provisioning_s = provisioning_s
         self.starting_s = starting_s
@@ -265,6 +277,9 @@ class RunPodEmulator:
         self.boot_watchdog = boot_watchdog
         self.watchdog_poll_s = watchdog_poll_s
         self.catalog = catalog if catalog is not None else default_catalog()
+        self.scanner_interval_s = scanner_interval_s  # read at each create: ready pods' sshd logs a scanner
+        self.page_size = page_size  # None: lists are one page (the document); n: pages of n (see _page)
+        self._cursors: dict[str, int] = {}
         self.faults = Faults()
         self.pods: dict[str, EmulatedPod] = {}
         self.requests: list[RequestRecord] = []
@@ -466,6 +481,13 @@ class RunPodEmulator:
         except openapi.OpenApiViolation as exc:
             self.violations.append(str(exc))
 
+    def _check_stream(self, text: str) -> None:
+        if self.validate:
+            try:
+                openapi.validate_log_stream(text)
+            except openapi.OpenApiViolation as exc:
+                self.violations.append(str(exc))
+
     def _authenticate(self, handler: "_Handler", record: RequestRecord) -> Optional[str]:
         """The key kind (account, pod, extra; also in `record`), or None for a missing or unknown key."""
         header = handler.headers.get("Authorization") or ""
@@ -503,9 +525,10 @@ class RunPodEmulator:
         if rule is not None:
             headers = {}
             if rule.retry_after_s is not None:
+                quota, length = RATE_WINDOWS[rule.window]
                 headers = {"Retry-After": str(rule.retry_after_s),
-                           "RateLimit": f'"minute";r=0;t={rule.retry_after_s}',
-                           "RateLimit-Policy": '"minute";q=600;w=60'}
+                           "RateLimit": f'"{rule.window}";r=0;t={rule.retry_after_s}',
+                           "RateLimit-Policy": f'"{rule.window}";q={quota};w={length}'}
             return problem(rule.status, rule.detail, headers=headers, fault=f"rule {rule.status}")
         if template is None:
             return problem(404, f"no route for {split.path}")
@@ -567,6 +590,7 @@ class RunPodEmulator:
             provisioning_s=self.provisioning_s, starting_s=self.starting_s,
             ports_after_running_s=self.ports_after_running_s, never_ready=self.faults.never_ready,
             refuse_ssh_for_s=self.faults.refuse_ssh_for_s, boot_watchdog=self.boot_watchdog, api_url=self.url,
+            scanner_interval_s=self.scanner_interval_s,
             extra_env={"LORAPOD_WATCHDOG_POLL_S": str(self.watchdog_poll_s)} if self.watchdog_poll_s else {},
         )
         pod.log.add(f"{body['image']}: Pulling from {body['image'].split(':')[0]}", "system")
@@ -580,10 +604,34 @@ class RunPodEmulator:
             return _Response(201, pod.to_json(), "application/json", fault="create_delay")
         return _Response(201, pod.to_json(), "application/json")
 
-    def list_pods(self, **_) -> _Response:
+    def _page(self, key: str, items: list, query: dict) -> _Response:
+        """A list answer. With page_size set, lists come in pages: `pagination.nextCursor` while more remain,
+        sent back as `cursor`. The document has no pagination yet; RunPod's MCP server (runpod/runpod-mcp,
+        src/pagination.ts) shapes its lists as `limit`/`cursor` in, `pagination.nextCursor` out, "to match the
+        cursor-based pagination the REST API will add" (`limit` is not emulated: the server picks the size).
+        Harsher reading: a cursor is opaque (one this emulator never gave answers 400), and the last page
+        carries no `pagination` at all."""
+        start = 0
+        if "cursor" in query:
+            with self._lock:
+                start = self._cursors.get(query["cursor"], -1)
+            if start < 0:
+                return problem(400, f"invalid pagination cursor {query['cursor']!r}")
+        if self.page_size is None:
+            return _Response(200, {key: items[start:]}, "application/json")
+        page, end = items[start:start + self.page_size], start + self.page_size
+        body: dict = {key: page}
+        if end < len(items):
+            cursor = secrets.token_urlsafe(12)
+            with self._lock:
+                self._cursors[cursor] = end
+            body["pagination"] = {"nextCursor": cursor}
+        return _Response(200, body, "application/json")
+
+    def list_pods(self, query, **_) -> _Response:
         with self._lock:
             pods = [pod.to_json() for pod in self.pods.values() if pod.status != "TERMINATED"]
-        return _Response(200, {"pods": pods}, "application/json")
+        return self._page("pods", pods, query)
 
     def get_pod(self, params, **_) -> _Response:
         with self._lock:
@@ -647,11 +695,31 @@ class RunPodEmulator:
             pod = self._find(params["id"])
             if pod is None:
                 return self._not_found(params["id"])
+        seen = pod.log.last_seq()  # before the backlog is read: a line added meanwhile is sent twice, never lost
         lines = pod.log.select(tail=tail, since=since, last_event_id=handler.headers.get("Last-Event-ID"),
                                source=source)
-        text = "".join(f"id: {entry.event_id}\ndata: {json.dumps(entry.payload())}\n\n" for entry in lines)
-        return _Response(200, text, "text/event-stream",
-                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+        def events(entries) -> str:
+            return "".join(f"id: {entry.event_id}\ndata: {json.dumps(entry.payload())}\n\n" for entry in entries
+                           if source is None or entry.source == source)
+
+        def follow(write: Callable[[str], None]) -> None:
+            # A live tail, never a finished body. The document: "Streams pod logs as Server-Sent Events",
+            # `Connection: keep-alive` "to hold the SSE stream open", tail=0 "to stream live with no backfill";
+            # runpod.md: the backlog, then the connection stays open while lines keep coming. It ends only when
+            # the client hangs up (or the emulator stops): not when the pod goes (sources silent; the harsher).
+            nonlocal seen
+            while not self._stopping.is_set() and not _hung_up(handler):
+                new = [entry for entry in pod.log.after(seen, 0.1) if entry.seq > seen]
+                if new:
+                    seen = new[-1].seq
+                    text = events(new)
+                    if text:
+                        self._check_stream(text)
+                        write(text)
+
+        return _Response(200, events(lines), "text/event-stream", stream=follow,
+                         headers={"Cache-Control": "no-cache", "Connection": "keep-alive", "X-Accel-Buffering": "no"})
 
     def list_gpus(self, query, params=None, **_) -> _Response:
         include = query.get("include")
@@ -674,7 +742,7 @@ class RunPodEmulator:
             if offer is None:
                 return problem(404, f"GPU type {params['id']} not found")
             return _Response(200, offer.to_json(include is not None), "application/json")
-        return _Response(200, {"gpus": [o.to_json(include is not None) for o in offers]}, "application/json")
+        return self._page("gpus", [o.to_json(include is not None) for o in offers], query)
 
 
 ROUTES: dict[tuple[str, str], Callable[..., _Response]] = {
@@ -741,9 +809,33 @@ def _send(handler: BaseHTTPRequestHandler, response: _Response) -> None:
         if response.status != 204:
             if response.content_type:
                 handler.send_header("Content-Type", response.content_type)
-            handler.send_header("Content-Length", str(len(payload)))
+            if response.stream is not None:
+                handler.send_header("Transfer-Encoding", "chunked")
+            else:
+                handler.send_header("Content-Length", str(len(payload)))
         handler.end_headers()
-        handler.wfile.write(payload)
-        handler.wfile.flush()
+        if response.stream is None:
+            handler.wfile.write(payload)
+            handler.wfile.flush()
+            return
+
+        def chunk(data: bytes) -> None:
+            handler.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            handler.wfile.flush()
+
+        if payload:
+            chunk(payload)
+        response.stream(lambda text: chunk(text.encode()))
+        chunk(b"")  # the emulator is stopping: end the body properly
+        handler.close_connection = True
     except OSError:
-        pass  # the client gave up (a timeout while a create was delayed): its loss
+        handler.close_connection = True  # the client gave up or hung up: its loss
+
+
+def _hung_up(handler: BaseHTTPRequestHandler) -> bool:
+    """Whether the client closed its end: readable with nothing to read (it sends nothing while it listens)."""
+    try:
+        readable, _, _ = select.select([handler.connection], [], [], 0)
+        return bool(readable) and handler.connection.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True

@@ -62,11 +62,37 @@ def wait_until(condition, what: str):
     raise AssertionError(f"never happened: {what}")
 
 
+def log_events(client: httpx.Client, pod_id: str, count: int | None = None, until=None, headers=None,
+               **params) -> tuple[list[dict], httpx.Response]:
+    """Reads the pod's live log stream (it never ends by itself) until `count` events came, or one whose
+    payload satisfies `until`, then hangs up. Returns the events (id, data, payload) and the response."""
+    events: list[dict] = []
+    with client.stream("GET", f"/pods/{pod_id}/logs", params=params, headers=headers) as response:
+        if response.status_code != 200:
+            response.read()
+            return events, response
+        buffer = ""
+        for text in response.iter_text():
+            buffer += text
+            *complete, buffer = buffer.split("\n\n")
+            for block in complete:
+                [event] = openapi.parse_sse(block + "\n\n")
+                [event["payload"]] = openapi.validate_log_stream(block + "\n\n")
+                events.append(event)
+                if (count is not None and len(events) >= count) or (until is not None and until(event["payload"])):
+                    return events, response
+    raise AssertionError(f"the log stream ended by itself after {len(events)} events: it is a live tail")
+
+
+def backlog(emu: RunPodEmulator, pod_id: str, tail: int = 100) -> int:
+    """How many events a logs request sends before any live line: the pod's last `tail` lines."""
+    return min(tail, emu.pod(pod_id).log.last_seq())
+
+
 def pinned_host_keys(emu: RunPodEmulator, pod_id: str) -> dict[str, str]:
     with api(emu) as client:
-        stream = client.get(f"/pods/{pod_id}/logs")
-    assert stream.status_code == 200
-    lines = [event["line"] for event in openapi.validate_log_stream(stream.text)]
+        events, _ = log_events(client, pod_id, count=backlog(emu, pod_id))
+    lines = [event["payload"]["line"] for event in events]
     return dict(HOST_KEY_LINE.search(line).groups() for line in lines if HOST_KEY_LINE.search(line))
 
 
@@ -182,7 +208,7 @@ def test_the_pod_scoped_key_reads_and_deletes_only_its_own_pod(runpod_emulator):
         assert client.delete(f"/pods/{other}").status_code == 403
         assert client.get("/pods").status_code == 403
         assert client.post("/pods", json=body()).status_code == 403
-        assert client.get(f"/pods/{mine}/logs").status_code == 403
+        assert log_events(client, mine)[1].status_code == 403
         assert client.post(f"/pods/{mine}/action", json={"action": "stop"}).status_code == 403
         assert client.get("/catalog/gpus").status_code == 403
         assert client.delete(f"/pods/{mine}").status_code == 204
@@ -433,28 +459,66 @@ def test_stop_start_and_restart(runpod_emulator, client_key):
 
 def test_logs_are_server_sent_events_that_can_be_resumed(runpod_emulator):
     emu = runpod_emulator
+    emu.scanner_interval_s = None  # a quiet pod: each request's backlog is exactly the log so far
     pod_id = create(emu)["id"]
     emu.wait_ready(pod_id)
     with api(emu) as client:
-        everything = client.get(f"/pods/{pod_id}/logs")
+        events, everything = log_events(client, pod_id, count=backlog(emu, pod_id))
         assert everything.headers["content-type"] == "text/event-stream"
         assert everything.headers["cache-control"] == "no-cache"
-        events = openapi.parse_sse(everything.text)
-        payloads = openapi.validate_log_stream(everything.text)
+        assert everything.headers["connection"] == "keep-alive"
+        payloads = [e["payload"] for e in events]
         assert [e["id"] for e in events] == [f"{p['ts']}/{n}" for n, p in enumerate(payloads, 1)]
         assert payloads[0]["source"] == "system" and "Pulling" in payloads[0]["line"]
         assert any(p["source"] == "container" and p["line"].startswith("Server listening") for p in payloads)
 
-        last_two = openapi.validate_log_stream(client.get(f"/pods/{pod_id}/logs", params={"tail": 2}).text)
-        assert last_two == payloads[-2:]
-        resumed = client.get(f"/pods/{pod_id}/logs", headers={"Last-Event-ID": events[2]["id"]})
-        assert openapi.validate_log_stream(resumed.text) == payloads[3:]
-        system = openapi.validate_log_stream(client.get(f"/pods/{pod_id}/logs", params={"source": "system"}).text)
-        assert system and {p["source"] for p in system} == {"system"}
-        assert client.get(f"/pods/{pod_id}/logs", params={"tail": 9999}).status_code == 422
-        assert client.get("/pods/nosuchpod/logs").status_code == 404
+        last_two, _ = log_events(client, pod_id, count=2, tail=2)
+        assert [e["payload"] for e in last_two] == payloads[-2:]
+        resumed, _ = log_events(client, pod_id, count=len(payloads) - 3, headers={"Last-Event-ID": events[2]["id"]})
+        assert [e["payload"] for e in resumed] == payloads[3:]
+        system_count = sum(p["source"] == "system" for p in payloads)
+        system, _ = log_events(client, pod_id, count=system_count, source="system")
+        assert system and {e["payload"]["source"] for e in system} == {"system"}
+        assert log_events(client, pod_id, tail=9999)[1].status_code == 422
+        assert log_events(client, "nosuchpod")[1].status_code == 404
         assert client.delete(f"/pods/{pod_id}").status_code == 204
-        assert client.get(f"/pods/{pod_id}/logs").status_code == 404
+        assert log_events(client, pod_id)[1].status_code == 404
+
+
+def test_the_log_stream_stays_open_and_a_public_port_22_brings_a_line_about_every_second(runpod_emulator):
+    emu = runpod_emulator
+    emu.scanner_interval_s = 0.05  # the default is about one a second; faster here, same behaviour
+    pod_id = create(emu)["id"]
+    emu.wait_ready(pod_id)
+    with api(emu) as client:
+        past = backlog(emu, pod_id, tail=0)
+        events, _ = log_events(client, pod_id, count=3, tail=0)  # no backlog: only lines that come later
+        assert all(int(e["id"].rsplit("/", 1)[1]) > past for e in events)
+        assert all(re.search(r"\b(192\.0\.2|198\.51\.100|203\.0\.113)\.\d+ port \d+", e["payload"]["line"])
+                   for e in events)
+        assert client.delete(f"/pods/{pod_id}").status_code == 204
+
+
+def test_lists_come_in_pages_when_a_page_size_is_set(runpod_emulator):
+    emu = runpod_emulator
+    emu.faults.never_ready = True  # no sshd needed to be listed
+    emu.page_size = 2
+    with api(emu) as client:
+        made = {create(emu, name=f"lorapod-page-{n}")["id"] for n in range(5)}
+        seen, cursor, pages = set(), None, 0
+        while True:
+            answer = client.get("/pods", params={"cursor": cursor} if cursor else None).json()
+            seen |= {p["id"] for p in answer["pods"]}
+            pages += 1
+            cursor = (answer.get("pagination") or {}).get("nextCursor")
+            if not cursor:
+                break
+        assert (seen, pages) == (made, 3)
+        gpus = client.get("/catalog/gpus").json()
+        assert len(gpus["gpus"]) == 2 and gpus["pagination"]["nextCursor"]
+        assert client.get("/pods", params={"cursor": "made-up"}).status_code == 400
+        for pod_id in made:
+            assert client.delete(f"/pods/{pod_id}").status_code == 204
 
 
 def test_catalog_lists_gpu_types_with_prices_and_stock_on_request(runpod_emulator):
@@ -510,6 +574,16 @@ def test_rate_limit_answers_429_with_retry_after_for_the_next_requests(runpod_em
     assert catalog.status_code == 200
     assert [a.status_code for a in answers] == [429, 429, 200] and rule.remaining == 0
     assert answers[0].headers["retry-after"] == "7" and answers[0].json()["status"] == 429
+    assert answers[0].headers["ratelimit"] == '"minute";r=0;t=7'
+
+
+def test_a_rate_limit_for_the_day_window_asks_for_hours(runpod_emulator):
+    emu = runpod_emulator
+    emu.faults.rate_limit(count=1, retry_after_s=40_000, methods=["DELETE"], window="day")
+    with api(emu) as client:
+        answer = client.delete("/pods/whatever")
+    assert answer.status_code == 429 and answer.headers["retry-after"] == "40000"
+    assert "day window" in answer.json()["detail"] and answer.headers["ratelimit-policy"].startswith('"day";')
 
 
 def test_server_errors_on_reads_leave_writes_alone(runpod_emulator):
@@ -574,9 +648,10 @@ def test_a_pod_that_never_becomes_ready_says_why_in_its_log(runpod_emulator):
     with api(emu) as client:
         wait_until(lambda: client.get(f"/pods/{pod_id}").json()["status"] == "RUNNING", "RUNNING")
         seen = client.get(f"/pods/{pod_id}").json()
-        lines = [p["line"] for p in openapi.validate_log_stream(client.get(f"/pods/{pod_id}/logs").text)]
+        # No public port, so no scanner: the stream goes quiet after the backlog, and stays open.
+        events, _ = log_events(client, pod_id, until=lambda p: "unsatisfied condition: cuda>=12.8" in p["line"])
         assert seen["runtime"] is None and seen["ssh"]["direct"] is None and seen["cost"] > 0
-        assert any("unsatisfied condition: cuda>=12.8" in line for line in lines)
+        assert events
         assert pod.machine is None and not pod.ready  # no container: nothing that could ever listen
         assert client.delete(f"/pods/{pod_id}").status_code == 204
 

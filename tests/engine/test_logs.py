@@ -31,3 +31,23 @@ def test_dotenv_fills_only_unset_variables(tmp_path, monkeypatch):
     assert os.environ["LORAPOD_TEST_KEEP"] == "from-env"
     assert redact(f"key {key}") == "key ***"
     monkeypatch.delenv("RUNPOD_API_KEY")
+
+
+def test_the_key_in_whichever_variable_provider_api_key_env_names_is_redacted(tmp_path, monkeypatch, capsys):
+    from hydra import compose, initialize_config_dir
+
+    from engine import secrets
+    from engine.context import PROJECT_ROOT, RunContext
+    from engine.providers.base import make_provider
+    from engine.state import RunState
+
+    monkeypatch.setattr(secrets, "SECRET_NAMES", list(secrets.SECRET_NAMES))  # what this test adds goes with it
+    monkeypatch.setenv("LORAPOD_TEST_OTHER_KEY", "sk-other-not-shaped-like-a-key-77")
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["gpu=rtx5090", "provider.api_key_env=LORAPOD_TEST_OTHER_KEY"])
+    logs.setup(tmp_path)
+    make_provider(RunContext(cfg=cfg, run_dir=tmp_path, state=RunState(run_id="redact")))
+    logger.info("calling with Authorization: Bearer sk-other-not-shaped-like-a-key-77")
+    logger.remove()
+    text = (tmp_path / "run.log").read_text() + capsys.readouterr().err
+    assert "sk-other-not-shaped" not in text and "Bearer ***" in text
