@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 
 from engine.context import PROJECT_ROOT, RunContext
 from engine.errors import CapacityError, ProviderError
+from engine.image import resolved_image_ref
 from engine.providers.base import Endpoint, Pod, PodSpec
 from engine.providers.runpod_api import ApiError, RunPodApi
 from engine.sshkeys import run_keypair
@@ -83,8 +84,6 @@ class RunPodProvider:
         return [(gpu, cloud) for gpu in gpus for cloud in self.settings.cloud_order]
 
     def _body(self, spec: PodSpec, gpu: dict, cloud: str) -> dict:
-        from stages.build import resolved_image_ref
-
         floors = [v for v in (gpu.get("min_cuda"), self.settings.min_cuda) if v]
         gpu_req = {"id": gpu["id"], "count": max(1, gpu.get("count") or 1)}
         if floors:
