@@ -19,9 +19,12 @@ response broke the OpenAPI document or the emulator itself failed.
 
     POST   /v2/pods                 201 Pod. The body is validated against CreatePodRequest (422 + `errors`, e.g.
                                     an unknown field); then exactly one of gpu/cpu (400; CPU pods: 501), a known
-                                    gpu.id (400 naming the catalog), CUDA and mount rules (400), gpu.count within
-                                    maxCount (400), capacity (400, the exact message below), balance (402).
-    GET    /v2/pods                 {"pods": [...]}, TERMINATED pods left out.
+                                    gpu.id (400 naming the catalog), CUDA and mount rules (400; a network volume
+                                    on COMMUNITY too: SECURE only), gpu.count within maxCount (400), balance
+                                    (402), a pool the account cannot use (403), a GPU type the catalog does not
+                                    offer on that cloud (400, not the capacity text), capacity (400, texts below).
+    GET    /v2/pods                 {"pods": [...]}, TERMINATED pods left out (and, with faults.list_lag_s, pods
+                                    created less than that ago).
     GET    /v2/pods/{id}            Pod; 404 problem+json once it is terminated.
     DELETE /v2/pods/{id}            204; the public SSH port closes at once, then every process of the pod dies.
     POST   /v2/pods/{id}/action     {"action": start|stop|restart|terminate}: 200 Pod (terminate: 204), 409 when
@@ -81,8 +84,11 @@ from boot, which deletes the pod through this API with its pod-scoped key.
 ## Fault injection (emu.faults; read when needed, so a test may change it at any time)
 
     emu.faults.no_capacity("NVIDIA GeForce RTX 5090", ["COMMUNITY"])   # or faults.capacity.add((gpu, cloud))
-        creates (and `start` actions) answer 400 with exactly CAPACITY_DETAIL:
+        creates (and `start` actions) answer 400 with a capacity text: `detail=` if given, else each of
+        CAPACITY_DETAILS in turn (texts vary; none is machine-readable), starting with CAPACITY_DETAIL:
         "There are no longer any instances available with the requested specifications. Please refresh and try again."
+    emu.faults.forbid_pool("NVIDIA GeForce RTX 5090", ["SECURE"])   # creates there answer 403 (the account's pools)
+    emu.faults.rate_limit(count=1, methods=["POST"], paths=["/v2/pods"])  # a 429 on create: nothing is created
     emu.faults.rate_limit(count=2, retry_after_s=1, methods=None, paths=None)   # 429 + Retry-After
     emu.faults.read_errors(count=3, status=503, paths=None)                     # 5xx on the next GETs
     emu.faults.server_errors(count=1, status=502, methods=["DELETE"])           # 5xx on anything
@@ -92,6 +98,9 @@ from boot, which deletes the pod through this API with its pod-scoped key.
     emu.faults.insufficient_balance = True      # creates answer 402
     emu.faults.never_ready = True               # new pods stay RUNNING, runtime null; the log says why (CUDA)
     emu.faults.refuse_ssh_for_s = 3.0           # new pods refuse SSH connections this long after ready
+    emu.faults.no_public_ip = 1                 # the next pod's host has no public IP: port 22's mapping has
+                                                # ip null, ssh.direct stays null, nothing answers, forever
+    emu.faults.list_lag_s = 3.0                 # GET /v2/pods shows a new pod only this long after its create
     emu.cut_connections(pod_id, mode="reset")   # drop every live SSH connection now ("hang": silent loss)
     emu.cut_connections_when(pod_id, condition, mode="reset")   # once condition() is true; -> CutTrigger
     emu.terminate(pod_id)                       # terminated from RunPod's console, behind the client's back
@@ -129,8 +138,8 @@ the shape the document describes. Pod ids are random; nothing here measures time
 - Unknown gpu.id: the document does not say which status; 400 naming the catalog. CPU pods and PATCH: 501.
 """
 from tests.emulator.pod import EmulatedPod, TcpProxy
-from tests.emulator.server import CAPACITY_DETAIL, CutTrigger, FaultRule, Faults, GpuOffer, RequestRecord, \
-    RunPodEmulator
+from tests.emulator.server import CAPACITY_DETAIL, CAPACITY_DETAILS, POOL_FORBIDDEN_DETAIL, CutTrigger, FaultRule, \
+    Faults, GpuOffer, RequestRecord, RunPodEmulator
 
-__all__ = ["CAPACITY_DETAIL", "CutTrigger", "EmulatedPod", "FaultRule", "Faults", "GpuOffer", "RequestRecord",
+__all__ = ["CAPACITY_DETAIL", "CAPACITY_DETAILS", "POOL_FORBIDDEN_DETAIL", "CutTrigger", "EmulatedPod", "FaultRule", "Faults", "GpuOffer", "RequestRecord",
            "RunPodEmulator", "TcpProxy"]

@@ -555,6 +555,7 @@ class EmulatedPod:
     ports_after_running_s: float
     never_ready: bool = False
     refuse_ssh_for_s: float = 0.0
+    public_ip: bool = True  # False: a community host that never publishes a public IP (faults.no_public_ip)
     boot_watchdog: bool = False
     api_url: str = ""
     extra_env: dict = field(default_factory=dict)  # container-only variables the emulator adds (not in `env`)
@@ -656,7 +657,8 @@ class EmulatedPod:
                 and now - self._phase_t >= self.ports_after_running_s and self.machine is not None \
                 and self.machine.up:
             self.ready = True
-            self.proxy.publish(self.machine.sshd_port, time.monotonic() + self.refuse_ssh_for_s)
+            if self.public_ip:
+                self.proxy.publish(self.machine.sshd_port, time.monotonic() + self.refuse_ssh_for_s)
         return None
 
     def enter_starting(self) -> Optional[Callable[[], None]]:
@@ -726,13 +728,18 @@ class EmulatedPod:
             user = getpass.getuser()
             ports = []
             if "22/tcp" in (self.request.get("ports") or []):
+                # A host without a public IP (issue 9: "a community host may never publish a public TCP 22";
+                # RunPod's SSH docs: "not all Pods support the full public IP method"): PodRuntimePort.ip is
+                # nullable in the document, and the harsher reading keeps the port number but no address.
+                ip = "127.0.0.1" if self.public_ip else None
                 # The recorded API lists a udp mapping of 22 first: a client must pick tcp, not the first.
                 ports = [
-                    {"private": 22, "public": self._udp.getsockname()[1], "type": "udp", "ip": "127.0.0.1"},
-                    {"private": 22, "public": self.proxy.port, "type": "tcp", "ip": "127.0.0.1"},
+                    {"private": 22, "public": self._udp.getsockname()[1], "type": "udp", "ip": ip},
+                    {"private": 22, "public": self.proxy.port, "type": "tcp", "ip": ip},
                 ]
-                direct = {"host": "127.0.0.1", "port": self.proxy.port, "username": user,
-                          "command": f"ssh {user}@127.0.0.1 -p {self.proxy.port}"}
+                if self.public_ip:
+                    direct = {"host": "127.0.0.1", "port": self.proxy.port, "username": user,
+                              "command": f"ssh {user}@127.0.0.1 -p {self.proxy.port}"}
             runtime = {
                 "uptime": int(time.monotonic() - (self._running_t or time.monotonic())),
                 "gpus": [{"util": 0, "memoryUtil": 0} for _ in range(int(gpu.get("count", 1)))],
