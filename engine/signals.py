@@ -44,6 +44,31 @@ def shielded():
     return handlers(_acknowledge)
 
 
+class Deferred:
+    """What arrived while deferred(); `raise_if_any()` honours it once the shielded call has returned."""
+
+    def __init__(self):
+        self.received: list[int] = []
+
+    def __call__(self, signum, frame) -> None:
+        logger.warning(f"{signal.Signals(signum).name} received while a create is in flight: stopping as soon "
+                       "as RunPod answers, so the pod it makes is known and deleted")
+        self.received.append(signum)
+
+    def raise_if_any(self) -> None:
+        if self.received:
+            _raise(self.received[0], None)
+
+
+@contextlib.contextmanager
+def deferred():
+    """Hold Ctrl-C and SIGTERM back for one short call whose answer must not be lost (a create: cut, it
+    leaves a billing pod nobody knows the id of). The caller honours them with `.raise_if_any()`."""
+    caught = Deferred()
+    with handlers(caught):
+        yield caught
+
+
 def ignore_for_good() -> None:
     """An interrupted run is over: the process exits next, and no late Ctrl-C may cut that short."""
     if threading.current_thread() is threading.main_thread():
