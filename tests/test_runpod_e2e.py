@@ -215,6 +215,33 @@ def test_a_create_that_times_out_and_is_listed_only_later_is_adopted(runpod_emul
     assert_nothing_billing_and_data_kept(emu, run)
 
 
+def test_a_201_that_is_not_a_pod_is_reconciled_by_name(runpod_emulator, workdir, run_dir):
+    emu = runpod_emulator
+    emu.faults.create_garbled = 1  # the pod is made; the answer is an HTML page
+    emu.faults.list_lag_s = 1.0
+    run = run_lorapod(*canonical(emu, workdir, "train.max_steps=3", "provider.reconcile_s=10",
+                                 "provider.poll_interval_s=0.2"), run_dir=run_dir, env=env_for(emu))
+    assert run.proc.returncode == 0, run.output
+    assert len(emu.pods) == 1 and "a 201 whose body is not JSON" in run.output and "adopting pod" in run.output
+    assert_nothing_billing_and_data_kept(emu, run)
+
+
+def test_terminate_deletes_every_pod_with_the_run_name(runpod_emulator, workdir, run_dir):
+    """A duplicate of our pod (as a retried create can leave) is the run's too, recorded or not."""
+    import httpx
+
+    emu = runpod_emulator
+    with Background(*canonical(emu, workdir, "train.max_steps=3"), run_dir=run_dir, env=env_for(emu)) as bg:
+        wait_for(lambda: bool(emu.pods), 60, "the run's pod")
+        [ours] = emu.pods.values()
+        duplicate = httpx.post(f"{emu.url}/pods", json=ours.request,
+                               headers={"Authorization": f"Bearer {emu.api_key}"}).json()["id"]
+        run = bg.finish(timeout=300)
+    assert run.proc.returncode == 0, run.output
+    assert_nothing_billing_and_data_kept(emu, run)
+    assert run.summary["pod"]["id"] == ours.id and f"deleting pod {duplicate}, also named {ours.name}" in run.output
+
+
 def test_a_pod_that_never_gets_ready_shows_its_log_and_is_deleted(runpod_emulator, workdir, run_dir):
     emu = runpod_emulator
     emu.faults.never_ready = True

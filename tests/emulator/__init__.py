@@ -101,6 +101,7 @@ from boot, which deletes the pod through this API with its pod-scoped key.
     emu.faults.no_public_ip = 1                 # the next pod's host has no public IP: port 22's mapping has
                                                 # ip null, ssh.direct stays null, nothing answers, forever
     emu.faults.list_lag_s = 3.0                 # GET /v2/pods shows a new pod only this long after its create
+    emu.faults.create_garbled = 1               # the next create makes the pod, then answers 201 with HTML
     emu.cut_connections(pod_id, mode="reset")   # drop every live SSH connection now ("hang": silent loss)
     emu.cut_connections_when(pod_id, condition, mode="reset")   # once condition() is true; -> CutTrigger
     emu.terminate(pod_id)                       # terminated from RunPod's console, behind the client's back
@@ -136,6 +137,12 @@ the shape the document describes. Pod ids are random; nothing here measures time
 - runpod.md mentions cursor pagination of GET /v2/pods; the document has no cursor parameter: one page.
 - `format: float` is not a JSON Schema format (ignored); a 405 has a component but no operation uses it.
 - Unknown gpu.id: the document does not say which status; 400 naming the catalog. CPU pods and PATCH: 501.
+- Capacity: the document says only that it is a 400 with a human-readable `detail`; the emulator varies
+  the text (CAPACITY_DETAILS). A GPU type the catalog does not offer on a cloud, and a network volume on
+  COMMUNITY (runpod.md: SECURE only), are 400s with other texts: the document does not give them.
+- How long a new pod stays out of GET /v2/pods is not documented: faults.list_lag_s, 0 unless a test sets it.
+- A host without a public IP: PodRuntimePort.ip is nullable; such a pod keeps its port numbers with ip null
+  and ssh.direct null (the harsher reading: a client that trusts the port number alone reaches nothing).
 """
 from tests.emulator.pod import EmulatedPod, TcpProxy
 from tests.emulator.server import CAPACITY_DETAIL, CAPACITY_DETAILS, POOL_FORBIDDEN_DETAIL, CutTrigger, FaultRule, \

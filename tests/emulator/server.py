@@ -139,6 +139,8 @@ class Faults:
     no_public_ip           the next N pods land on hosts without a public IP: RUNNING, runtime set, but port 22's
                            mapping has ip null and ssh.direct stays null, forever
     list_lag_s             a new pod shows in GET /v2/pods only this long after its create (eventual consistency)
+    create_garbled         the next N creates make the pod, then answer 201 with an HTML page instead of the Pod
+                           (issue 9 names "a non-JSON 201" as a lost answer; off the document on purpose)
     rules                  FaultRule list, filled by rate_limit(), read_errors() and server_errors()
     """
 
@@ -147,6 +149,7 @@ class Faults:
     forbidden_pools: set = field(default_factory=set)
     no_public_ip: int = 0
     list_lag_s: float = 0.0
+    create_garbled: int = 0
     create_500_after_create: int = 0
     create_delay_s: float = 0.0
     insufficient_balance: bool = False
@@ -176,6 +179,13 @@ class Faults:
     def forbid_pool(self, gpu_id: str, clouds: Iterable[str] = ("SECURE", "COMMUNITY")) -> None:
         """Creates of `gpu_id` on these clouds answer 403: this account cannot use that pool."""
         self.forbidden_pools.update((gpu_id, cloud) for cloud in clouds)
+
+    def take_create_garbled(self) -> bool:
+        with self._lock:
+            if self.create_garbled > 0:
+                self.create_garbled = int(self.create_garbled) - 1
+                return True
+        return False
 
     def take_no_public_ip(self) -> bool:
         with self._lock:
@@ -267,6 +277,7 @@ class _Response:
     headers: dict = field(default_factory=dict)
     fault: Optional[str] = None
     after: Optional[Callable[[], None]] = None  # runs after the response is sent
+    off_document: bool = False  # a fault that breaks the document on purpose: not a violation
 
 
 def problem(status: int, detail: str, errors: Optional[list[str]] = None, **kw) -> _Response:
@@ -486,7 +497,7 @@ class RunPodEmulator:
             self.errors.append(f"{method} {handler.path}:\n{traceback.format_exc()}")
             response = problem(500, "emulator error: see RunPodEmulator.errors")
         record.status, record.response, record.fault = response.status, response.body, response.fault
-        if self.validate:
+        if self.validate and not response.off_document:
             self._check(method, template, response)
         with self._lock:
             self.requests.append(record)
@@ -632,6 +643,9 @@ class RunPodEmulator:
             # The pod list is eventually consistent: a new pod may be missing from GET /v2/pods for a while
             # (sources are silent on how long; the harsher reading is "a few seconds": faults.list_lag_s).
             self._listed_from[pod_id] = time.monotonic() + self.faults.list_lag_s
+        if self.faults.take_create_garbled():  # e.g. a proxy's page in between: the pod exists all the same
+            return _Response(201, "<html><body>Created</body></html>", "text/html", fault="create_garbled",
+                             off_document=True)
         if self.faults.take_create_500():
             return problem(500, "internal error while creating the pod", fault="create_500_after_create")
         if self.faults.create_delay_s > 0:
