@@ -1,5 +1,8 @@
 """Ctrl-C and SIGTERM: interrupt the running stage, then shield the always-stages (terminate) from more.
 
+One request is deferred instead (`deferred()`): a create cut mid-flight could leave a pod nobody knows of,
+so the signal is honoured as soon as it has been answered.
+
 A second Ctrl-C while the pod is being deleted must not leave it billing, so during cleanup the signals
 are only acknowledged. SIGKILL is still there for a cleanup that hangs, and says so in the log.
 """
@@ -51,12 +54,12 @@ class Deferred:
         self.received: list[int] = []
 
     def __call__(self, signum, frame) -> None:
-        logger.warning(f"{signal.Signals(signum).name} received while a create is in flight: stopping as soon "
-                       "as RunPod answers, so the pod it makes is known and deleted")
-        self.received.append(signum)
+        self.received.append(signum)  # no logging here: the main thread may hold the log's lock
 
     def raise_if_any(self) -> None:
         if self.received:
+            logger.warning(f"{signal.Signals(self.received[0]).name} arrived while the request was in flight: "
+                           "stopping now that it has been answered")
             _raise(self.received[0], None)
 
 

@@ -414,9 +414,13 @@ class RunPodProvider:
         """Delete every pod named `name` (the run's unique name) and every pod a create of ours answered
         with; returns the ids deleted here. While a lost create's pod may still be missing from the
         eventually consistent list (provider.reconcile_s after it), the list is read again."""
-        deleted = [pod_id for pod_id in sorted(self._known - self._deleted)]
+        deleted = sorted(self._known - self._deleted)
         for pod_id in deleted:
             self._delete(pod_id)
+        left = self._uncertain_until - time.monotonic()
+        if left > 0:
+            logger.warning(f"a create's answer was lost: watching the pod list {left:.0f}s more for a pod named "
+                           f"{name} (provider.reconcile_s)")
         while True:
             for info in self._named(name):
                 if info["id"] not in self._deleted:
@@ -442,7 +446,8 @@ class RunPodProvider:
                 if info is None or info.get("status") in GONE:
                     break
                 if time.monotonic() >= deadline:
-                    raise ProviderError(f"pod {pod_id} still reports {info.get('status')} {confirm_s:.0f}s after DELETE")
+                    raise ProviderError(f"pod {pod_id} still reports {info.get('status')} {confirm_s:.0f}s "
+                                        "after DELETE")
                 time.sleep(min(2.0, self.settings.poll_interval_s))
 
     def is_alive(self, pod: Pod) -> bool:

@@ -110,8 +110,8 @@ A refused key is just a wrong key (401). A DELETE that keeps failing: server_err
 ## Inspecting
 
     emu.pods                {id: EmulatedPod}; pod.request is the create body as sent (pod.env, pod.gpu,
-                            pod.cloud, pod.image, pod.name), pod.status, pod.ready, pod.key, pod.log (.text(),
-                            .lines), pod.billed_s(), pod.proxy, pod.machine, pod.folder
+                            pod.cloud, pod.image, pod.name), pod.status, pod.ready, pod.public_ip, pod.key,
+                            pod.log (.text(), .lines), pod.billed_s(), pod.proxy, pod.machine, pod.folder
     emu.live_pods()         pods not TERMINATED; emu.pods_named(name)
     emu.requests            [RequestRecord(method, path, template, key, key_pod, status, body, response, fault)]
                             key: "account" | "pod" | "extra" | "invalid" | "none" (the key itself is never kept)
@@ -148,5 +148,5 @@ from tests.emulator.pod import EmulatedPod, TcpProxy
 from tests.emulator.server import CAPACITY_DETAIL, CAPACITY_DETAILS, POOL_FORBIDDEN_DETAIL, CutTrigger, FaultRule, \
     Faults, GpuOffer, RequestRecord, RunPodEmulator
 
-__all__ = ["CAPACITY_DETAIL", "CAPACITY_DETAILS", "POOL_FORBIDDEN_DETAIL", "CutTrigger", "EmulatedPod", "FaultRule", "Faults", "GpuOffer", "RequestRecord",
-           "RunPodEmulator", "TcpProxy"]
+__all__ = ["CAPACITY_DETAIL", "CAPACITY_DETAILS", "POOL_FORBIDDEN_DETAIL", "CutTrigger", "EmulatedPod", "FaultRule",
+           "Faults", "GpuOffer", "RequestRecord", "RunPodEmulator", "TcpProxy"]

@@ -694,7 +694,8 @@ class RunPodEmulator:
                 pod.stop()
                 return _Response(200, pod.to_json(), "application/json", after=pod.kill_processes)
             if action == "start" and (pod.gpu["id"], pod.cloud) in self.faults.capacity:
-                return problem(400, self.faults.capacity_detail((pod.gpu["id"], pod.cloud)), fault="capacity")  # the host's GPUs went to someone else
+                # the host's GPUs went to someone else
+                return problem(400, self.faults.capacity_detail((pod.gpu["id"], pod.cloud)), fault="capacity")
             boot = pod.enter_starting() if action == "start" else pod.restart()
             answer = pod.to_json()
 

@@ -546,6 +546,19 @@ def test_a_host_without_a_public_ip_never_publishes_port_22(runpod_emulator):
             assert client.delete(f"/pods/{pod}").status_code == 204
 
 
+def test_a_garbled_201_still_creates_the_pod(runpod_emulator):
+    emu = runpod_emulator
+    emu.faults.create_garbled = 1
+    with api(emu) as client:
+        answer = client.post("/pods", json=body(name="lorapod-garbled"))
+        assert answer.status_code == 201 and answer.headers["content-type"] == "text/html"
+        [pod] = emu.pods_named("lorapod-garbled")
+        assert client.post("/pods", json=body(name="next")).json()["name"] == "next"  # only the next create
+        for pod in emu.live_pods():
+            assert client.delete(f"/pods/{pod.id}").status_code == 204
+    assert emu.violations == []  # off the document on purpose, not by mistake
+
+
 def test_the_pod_list_shows_a_new_pod_only_after_list_lag_s(runpod_emulator):
     emu = runpod_emulator
     emu.faults.list_lag_s = 1.0
