@@ -17,7 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from engine.context import PROJECT_ROOT
+from engine.context import PROJECT_ROOT, RunContext
 from engine.hashing import sha256_file
 
 TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
@@ -128,3 +128,9 @@ def check_config(cfg: DictConfig) -> list[tuple[str, str]]:
     if context is not None and not (context / "Dockerfile").is_file():
         problems.append(("image.context", f"must be a folder with a Dockerfile ({context} has none)"))
     return problems
+
+
+def resolved_image_ref(ctx: RunContext) -> str:
+    """The image a pod must run: what the build stage settled on (state.outputs["image_ref"]), else what the
+    config names. Here, not in the build stage, because providers need it and the engine imports no stage."""
+    return ctx.state.outputs.get("image_ref") or image_ref(ctx.cfg.image)

@@ -15,10 +15,10 @@ from pathlib import Path
 from loguru import logger
 from omegaconf import DictConfig
 
-from engine import logs, signals, summary
+from engine import logs, signals, summary, teardown
 from engine.context import RunContext
 from engine.errors import Interrupted, LorapodError
-from engine.providers.base import current_pod, make_provider
+from engine.providers.base import make_provider
 from engine.secrets import load_dotenv, redact
 from engine.state import RunState, StageRecord, now
 from engine.validate import validate
@@ -104,15 +104,14 @@ def _run_stage_unshielded(ctx: RunContext, name: str, stage) -> BaseException | 
 
 def _ensure_terminated(ctx: RunContext) -> None:
     """The guarantee behind `terminate`: no pod outlives the run, whatever the pipeline listed."""
-    pod = ctx.state.pod
-    if not pod or pod.get("terminated"):
+    if not teardown.needs_terminate(ctx):
         return
     with logger.contextualize(stage="terminate"):
-        logger.warning(f"pod {pod['id']} is still up after the pipeline ended: terminating it")
+        pod = ctx.state.pod
+        what = f"pod {pod['id']} is" if pod else f"a pod named {ctx.pod_name} may be"
+        logger.warning(f"{what} still up after the pipeline ended: terminating it")
         try:
-            from stages.terminate import terminate_pod
-
-            terminate_pod(ctx, current_pod(ctx))
+            teardown.terminate_run(ctx)
         except Exception as exc:
             logger.error(_describe(exc))
             ctx.state.status = "failed"

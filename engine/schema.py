@@ -30,6 +30,8 @@ class RunPodProviderConfig:
     network_volume_id: Optional[str] = None  # a persistent network volume to mount at /workspace
     data_center_ids: list[str] = field(default_factory=list)  # restrict placement; empty: anywhere
     ready_timeout_s: float = 600.0  # RUNNING with a public TCP port 22 within this, or the pod is deleted
+    public_ip_timeout_s: float = 90.0  # running this long without a public IP for SSH: delete, try the next candidate
+    reconcile_s: float = 30.0  # after a create whose answer was lost, look for its pod in the (lagging) list this long
     poll_interval_s: float = 2.0  # between status reads while waiting: a pod bills while we look away
     request_timeout_s: float = 30.0  # per HTTP request
     api_retry_s: float = 120.0  # keep retrying a read or delete this long on network errors, 5xx and 429

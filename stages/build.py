@@ -3,7 +3,7 @@
 Only an image lorapod builds (image.context set) is ever built, and only for a provider that deploys images.
 Its tag is the content hash of the build context (engine.image), so the registry check usually finds the
 image and the stage ends in one HEAD request. The reference it settles on is stored as
-state.outputs["image_ref"]; deploy reads it through resolved_image_ref().
+state.outputs["image_ref"]; the provider reads it through engine.image.resolved_image_ref().
 """
 from __future__ import annotations
 
@@ -27,11 +27,6 @@ from engine.stage import BaseStage
 _STEP_LINE = re.compile(r"#\d+ (?!\d+\.\d+ )")
 TAIL_LINES = 25
 SKIP_HINT = "or deploy a tag that was already pushed: build.skip=true image.tag=<tag>"
-
-
-def resolved_image_ref(ctx: RunContext) -> str:
-    """The image deploy must use: what the build stage settled on, else what the config names."""
-    return ctx.state.outputs.get("image_ref") or image_ref(ctx.cfg.image)
 
 
 class Build(BaseStage):

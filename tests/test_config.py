@@ -124,3 +124,16 @@ def test_runpod_needs_a_gpu_and_known_fallbacks(run_dir):
     assert "gpu=cpu names no RunPod GPU type" in run.output
     assert "'rtx9999' is not a gpu option" in run.output
     assert "'CHEAP' is not one of COMMUNITY, SECURE" in run.output
+
+
+def test_runpod_issue_9_settings_are_checked_before_anything_is_rented(run_dir):
+    from tests.conftest import fake_key, lorapod_env
+
+    run = run_lorapod("gpu=rtx5090", "provider.api_url=http://127.0.0.1:9/v2", "provider.public_ip_timeout_s=0",
+                      "provider.reconcile_s=-1", "provider.network_volume_id=vol_x", "provider.cloud_order=[COMMUNITY]",
+                      run_dir=run_dir, env=lorapod_env(RUNPOD_API_KEY=fake_key("config")))
+    assert run.proc.returncode == 2, run.output
+    assert "provider.public_ip_timeout_s: must be > 0 (got 0" in run.output
+    assert "provider.reconcile_s: must be > 0 (got -1" in run.output
+    assert "provider.network_volume_id: needs SECURE in provider.cloud_order" in run.output
+    assert set(run.summary["stages"]) == {"config"}

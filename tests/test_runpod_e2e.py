@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PYTHON, REPO, Background, Run, fake_key, lorapod_env, run_lorapod, wait_for
+from tests.emulator import CAPACITY_DETAILS
 RTX5090, RTX4090 = "NVIDIA GeForce RTX 5090", "NVIDIA GeForce RTX 4090"
 
 
@@ -97,6 +98,10 @@ def test_no_capacity_anywhere_fails_cleanly(runpod_emulator, workdir, run_dir):
     run = run_lorapod(*canonical(emu, workdir), run_dir=run_dir, env=env_for(emu))
     assert run.proc.returncode == 1
     assert run.summary["failed_stage"] == "deploy" and "no capacity" in run.summary["error"]
+    # Capacity texts vary (the emulator answers each in turn): every one is "next candidate", and when all
+    # failed the table gives each candidate's own words.
+    table = run.output[run.output.index("capacity attempts:"):]
+    assert all(text in table for text in CAPACITY_DETAILS), table
     assert emu.pods == {}
     assert_nothing_billing_and_data_kept(emu, run)
 
@@ -121,6 +126,120 @@ def test_a_create_that_errors_after_creating_is_adopted_not_repeated(runpod_emul
     assert "adopting pod" in run.output
     assert [r.method for r in emu.requests if r.template == "/v2/pods"].count("POST") == 1
     assert_nothing_billing_and_data_kept(emu, run)
+
+
+def creates(emu) -> list:
+    return [r for r in emu.requests if r.method == "POST" and r.template == "/v2/pods"]
+
+
+def test_create_errors_429_waits_403_and_any_400_go_to_the_next_candidate(runpod_emulator, workdir, run_dir):
+    emu = runpod_emulator
+    emu.faults.rate_limit(count=1, retry_after_s=1, methods=["POST"], paths=["/v2/pods"])
+    emu.faults.forbid_pool(RTX5090, ["COMMUNITY"])
+    emu.faults.no_capacity(RTX5090, ["SECURE"], detail=CAPACITY_DETAILS[1])  # the v1 era's words
+    run = run_lorapod(*canonical(emu, workdir, "train.max_steps=3"), run_dir=run_dir, env=env_for(emu))
+    assert run.proc.returncode == 0, run.output
+    sent = [(r.status, r.body["gpu"]["id"], r.body["cloud"]) for r in creates(emu)]
+    assert sent == [(429, RTX5090, "COMMUNITY"), (403, RTX5090, "COMMUNITY"), (400, RTX5090, "SECURE"),
+                    (201, RTX4090, "COMMUNITY")]
+    table = run.output[run.output.index("capacity attempts:"):]
+    assert re.search(r"rtx5090\s+COMMUNITY\s+no access to this pool \(403\)", table)
+    assert re.search(r"rtx5090\s+SECURE\s+refused \(400\)", table)
+    assert CAPACITY_DETAILS[1] not in table, "details only when every candidate failed"
+    assert_nothing_billing_and_data_kept(emu, run)
+
+
+def test_the_catalog_rules_out_pairs_that_cannot_exist(runpod_emulator, workdir, run_dir):
+    emu = runpod_emulator
+    next(o for o in emu.catalog if o.id == RTX5090).community = False  # GpuType.community: false
+    run = run_lorapod(*canonical(emu, workdir, "train.max_steps=3"), run_dir=run_dir, env=env_for(emu))
+    assert run.proc.returncode == 0, run.output
+    assert [(r.body["gpu"]["id"], r.body["cloud"]) for r in creates(emu)] == [(RTX5090, "SECURE")]
+    assert re.search(r"rtx5090\s+COMMUNITY\s+skipped: RunPod's catalog offers no", run.output)
+    assert_nothing_billing_and_data_kept(emu, run)
+
+
+def test_a_network_volume_is_never_tried_on_community(runpod_emulator, workdir, run_dir):
+    emu = runpod_emulator
+    run = run_lorapod(*canonical(emu, workdir, "train.max_steps=3", "provider.network_volume_id=vol_e2e"),
+                      run_dir=run_dir, env=env_for(emu))
+    assert run.proc.returncode == 0, run.output
+    assert [r.body["cloud"] for r in creates(emu)] == ["SECURE"]
+    [pod] = emu.pods.values()
+    assert pod.request["mounts"] == {"network": [{"volumeId": "vol_e2e", "path": "/workspace"}]}
+    assert re.search(r"rtx5090\s+COMMUNITY\s+skipped: provider.network_volume_id is set, and network "
+                     r"volumes are SECURE cloud only", run.output)
+    assert_nothing_billing_and_data_kept(emu, run)
+
+
+def test_a_host_without_a_public_ip_is_replaced_by_the_next_candidate(runpod_emulator, workdir, run_dir):
+    emu = runpod_emulator
+    emu.faults.no_public_ip = 1
+    run = run_lorapod(*canonical(emu, workdir, "train.max_steps=3", "provider.public_ip_timeout_s=2",
+                                 "provider.poll_interval_s=0.2", "probe.timeout_s=30"),
+                      run_dir=run_dir, env=env_for(emu))
+    assert run.proc.returncode == 0, run.output
+    first, second = emu.pods.values()  # in the order they were created
+    assert (first.cloud, second.cloud) == ("COMMUNITY", "SECURE")
+    assert not first.public_ip and run.summary["pod"]["id"] == second.id
+    assert f"pod {first.id} (COMMUNITY) has run 2s without a public IP" in run.output
+    assert re.search(rf"rtx5090\s+COMMUNITY\s+no public IP after 2s: deleted {first.id}", run.output)
+    assert_nothing_billing_and_data_kept(emu, run)
+
+
+def test_ctrl_c_while_the_create_is_in_flight_leaves_no_pod(runpod_emulator, workdir, run_dir):
+    emu = runpod_emulator
+    emu.faults.create_delay_s = 3.0  # the pod exists at once; RunPod answers 3 s later
+    with Background(*canonical(emu, workdir), run_dir=run_dir, env=env_for(emu)) as bg:
+        wait_for(lambda: bool(emu.pods), 60, "the create to reach RunPod")
+        assert not creates(emu), "the create is still in flight"
+        bg.proc.send_signal(signal.SIGINT)
+        run = bg.finish(timeout=120)
+    assert run.proc.returncode == 130, run.output
+    assert run.summary["status"] == "interrupted" and run.summary["stages"]["deploy"]["status"] == "interrupted"
+    [pod] = emu.pods.values()
+    assert [r.path for r in emu.requests if r.method == "DELETE"] == [f"/v2/pods/{pod.id}"]
+    assert_nothing_billing_and_data_kept(emu, run)
+
+
+def test_a_create_that_times_out_and_is_listed_only_later_is_adopted(runpod_emulator, workdir, run_dir):
+    emu = runpod_emulator
+    emu.faults.create_delay_s = 4.0  # longer than the client waits
+    emu.faults.list_lag_s = 2.0  # and the pod list shows the new pod only 2 s after it was made
+    run = run_lorapod(*canonical(emu, workdir, "train.max_steps=3", "provider.request_timeout_s=1",
+                                 "provider.reconcile_s=10", "provider.poll_interval_s=0.2"),
+                      run_dir=run_dir, env=env_for(emu))
+    assert run.proc.returncode == 0, run.output
+    assert len(emu.pods) == 1, "exactly one pod was ever created"
+    assert "adopting pod" in run.output and len(creates(emu)) <= 1
+    assert_nothing_billing_and_data_kept(emu, run)
+
+
+def test_a_201_that_is_not_a_pod_is_reconciled_by_name(runpod_emulator, workdir, run_dir):
+    emu = runpod_emulator
+    emu.faults.create_garbled = 1  # the pod is made; the answer is an HTML page
+    emu.faults.list_lag_s = 1.0
+    run = run_lorapod(*canonical(emu, workdir, "train.max_steps=3", "provider.reconcile_s=10",
+                                 "provider.poll_interval_s=0.2"), run_dir=run_dir, env=env_for(emu))
+    assert run.proc.returncode == 0, run.output
+    assert len(emu.pods) == 1 and "a 201 whose body is not JSON" in run.output and "adopting pod" in run.output
+    assert_nothing_billing_and_data_kept(emu, run)
+
+
+def test_terminate_deletes_every_pod_with_the_run_name(runpod_emulator, workdir, run_dir):
+    """A duplicate of our pod (as a retried create can leave) is the run's too, recorded or not."""
+    import httpx
+
+    emu = runpod_emulator
+    with Background(*canonical(emu, workdir, "train.max_steps=3"), run_dir=run_dir, env=env_for(emu)) as bg:
+        wait_for(lambda: bool(emu.pods), 60, "the run's pod")
+        [ours] = emu.pods.values()
+        duplicate = httpx.post(f"{emu.url}/pods", json=ours.request,
+                               headers={"Authorization": f"Bearer {emu.api_key}"}).json()["id"]
+        run = bg.finish(timeout=300)
+    assert run.proc.returncode == 0, run.output
+    assert_nothing_billing_and_data_kept(emu, run)
+    assert run.summary["pod"]["id"] == ours.id and f"deleting pod {duplicate}, also named {ours.name}" in run.output
 
 
 def test_a_pod_that_never_gets_ready_shows_its_log_and_is_deleted(runpod_emulator, workdir, run_dir):

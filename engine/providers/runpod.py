@@ -1,29 +1,42 @@
 """provider=runpod: rent a pod through RunPod's REST v2 API, wait until SSH is really up, delete it.
 
-Capacity: the GPU option and its fallbacks are tried in turn, each in provider.cloud_order, and a table of
-what was tried is printed. A create that errors (5xx, timeout) may still have made a pod: the pods are
-listed by the run's unique name and what is found is adopted, never created twice.
+Candidates: the GPU option and its fallbacks, each in provider.cloud_order, less the pairs RunPod's catalog
+says cannot exist (a GPU type not offered on that cloud, too many GPUs per pod) and, with a network volume,
+every cloud but SECURE. They are tried in turn, as the API document advises: a 400 (no capacity, whatever
+its words) or a 403 (a pool this account cannot use) moves on to the next; a 429 created nothing and is
+waited out; a table of what was tried is printed, with RunPod's words for each when all failed.
+
+Never a pod we do not know about: each create is shielded from Ctrl-C and SIGTERM (honoured as soon as it
+returns), and a create whose answer is lost (timeout, 5xx, a 201 without a pod) is reconciled by the run's
+unique name, reading the eventually consistent pod list for provider.reconcile_s, before anything else.
+Terminate deletes every pod with the run's name, not only the recorded one.
 
 Ready means RUNNING *and* a public TCP mapping of port 22 (`ssh.direct`, else the `runtime.ports` entry
-with private 22 and type tcp — never the udp one). A pod that never gets there within
-provider.ready_timeout_s has its container log shown and is deleted.
+with private 22, type tcp and an ip — never the udp one). A host that shows no public IP for
+provider.public_ip_timeout_s has its pod deleted and the next candidate created; a pod that never gets
+there within provider.ready_timeout_s has its container log shown and is deleted.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import time
+from dataclasses import asdict, dataclass
 
 import httpx
 from loguru import logger
 from omegaconf import OmegaConf
 
+from engine import signals
 from engine.context import PROJECT_ROOT, RunContext
 from engine.errors import CapacityError, ProviderError
+from engine.image import resolved_image_ref
 from engine.providers.base import Endpoint, Pod, PodSpec
 from engine.providers.runpod_api import DEFAULT_API_URL, ApiError, RunPodApi, insecure_url
 from engine.secrets import add_secret_name
 from engine.sshkeys import run_keypair
+from engine.teardown import CREATE_SENT
 
 CLOUDS = ("COMMUNITY", "SECURE")
 HOST_KEY_LINE = re.compile(r"lorapod-host-key: (\S+) (SHA256:[A-Za-z0-9+/]+)")
@@ -47,6 +60,12 @@ class RunPodProvider:
         self.default_python = ctx.cfg.image.python
         self._api: RunPodApi | None = None
         add_secret_name(self.settings.api_key_env)  # whatever the variable is called, its value never reaches a log
+        self._spec: PodSpec | None = None
+        self._queue: list[tuple[dict, str]] = []  # candidates not tried yet: the next ones after a failed host
+        self._attempts: list[Attempt] = []
+        self._known: set[str] = set()  # every pod id a create answered with or reconciling found
+        self._deleted: set[str] = set()
+        self._uncertain_until = 0.0  # monotonic: a lost create's pod may be missing from the list until then
 
     @staticmethod
     def check_config(cfg) -> list[tuple[str, str]]:
@@ -65,9 +84,13 @@ class RunPodProvider:
         for cloud in p.cloud_order:
             if cloud not in CLOUDS:
                 problems.append(("provider.cloud_order", f"{cloud!r} is not one of {', '.join(CLOUDS)}"))
-        for key in ("ready_timeout_s", "max_runtime_s", "heartbeat_timeout_s", "poll_interval_s", "disk_gb"):
+        for key in ("ready_timeout_s", "max_runtime_s", "heartbeat_timeout_s", "poll_interval_s", "disk_gb",
+                    "public_ip_timeout_s", "reconcile_s"):
             if p[key] <= 0:
                 problems.append((f"provider.{key}", f"must be > 0 (got {p[key]})"))
+        if p.network_volume_id and "SECURE" not in p.cloud_order:
+            problems.append(("provider.network_volume_id", "needs SECURE in provider.cloud_order: network volumes "
+                                                           "exist only in SECURE cloud"))
         return problems
 
     @property
@@ -88,10 +111,8 @@ class RunPodProvider:
         return [(gpu, cloud) for gpu in gpus for cloud in self.settings.cloud_order]
 
     def _body(self, spec: PodSpec, gpu: dict, cloud: str) -> dict:
-        from stages.build import resolved_image_ref
-
         floors = [v for v in (gpu.get("min_cuda"), self.settings.min_cuda) if v]
-        gpu_req = {"id": gpu["id"], "count": max(1, gpu.get("count") or 1)}
+        gpu_req = {"id": gpu["id"], "count": _count(gpu)}
         if floors:
             gpu_req["minCudaVersion"] = max(floors, key=lambda v: tuple(map(int, v.split("."))))
         body = {"name": spec.name, "image": resolved_image_ref(self.ctx), "gpu": gpu_req, "cloud": cloud,
@@ -109,68 +130,195 @@ class RunPodProvider:
         # Both names: lorapod's image reads SSH_PUBLIC_KEY, RunPod's and Unsloth's images read PUBLIC_KEY.
         return {**spec.env, "PUBLIC_KEY": public_key, "SSH_PUBLIC_KEY": public_key, **deadline_env(self.ctx)}
 
-    def _check_gpu_types(self, candidates: list[tuple[dict, str]]) -> None:
-        offered = {g["id"] for g in self.api.gpu_types()}
-        unknown = sorted({gpu["id"] for gpu, _ in candidates} - offered)
+    def _catalog(self, candidates: list[tuple[dict, str]]) -> dict[str, dict]:
+        """RunPod's GPU types by id; an id it does not offer at all is a config error worth stopping for."""
+        catalog = {g["id"]: g for g in self.api.gpu_types()}
+        unknown = sorted({gpu["id"] for gpu, _ in candidates} - set(catalog))
         if unknown:
             raise ProviderError(f"RunPod has no GPU type {', '.join(map(repr, unknown))}; it offers: "
-                                f"{', '.join(sorted(offered))}", "set gpu.id (or pick a gpu option) from that list")
+                                f"{', '.join(sorted(catalog))}", "set gpu.id (or pick a gpu option) from that list")
+        return catalog
+
+    def _skip_reason(self, gpu: dict, cloud: str, catalog: dict[str, dict]) -> str | None:
+        """Why a (gpu, cloud) pair cannot exist, so that no create is spent on it."""
+        if self.settings.network_volume_id and cloud != "SECURE":
+            return "skipped: provider.network_volume_id is set, and network volumes are SECURE cloud only"
+        entry, key = catalog.get(gpu["id"]) or {}, cloud.lower()
+        if entry.get(key) is False:
+            return f"skipped: RunPod's catalog offers no {gpu['id']} on {cloud}"
+        most = (entry.get("maxCount") or {}).get(key)
+        if isinstance(most, int) and _count(gpu) > most:
+            return f"skipped: RunPod's catalog allows at most {most} of them per pod on {cloud}"
+        return None
 
     def create(self, spec: PodSpec) -> Pod:
-        spec = PodSpec(name=spec.name, env=self.pod_env(spec))
+        self._spec = PodSpec(name=spec.name, env=self.pod_env(spec))
         candidates = self._candidates()
-        self._check_gpu_types(candidates)
-        tried: list[tuple[str, str, str]] = []
-        try:
-            for gpu, cloud in candidates:
-                try:
-                    pod = self._create_once(self._body(spec, gpu, cloud))
-                except CapacityError as exc:
-                    tried.append((gpu["name"], cloud, f"no capacity: {exc.message[:70]}"))
-                    logger.warning(f"no {gpu['name']} in {cloud} cloud; trying the next option")
-                    continue
-                tried.append((gpu["name"], cloud, f"created {pod['id']}"))
-                return self._record(pod, gpu, cloud)
-        finally:
-            if len(tried) > 1 or (tried and not tried[-1][2].startswith("created")):
-                logger.info("capacity attempts:\n" + _table(tried))
-        raise CapacityError("no capacity for any GPU option in any cloud",
-                            "try later, add gpu.fallbacks, or widen provider.cloud_order")
+        catalog = self._catalog(candidates)
+        self._attempts, self._queue = [], []
+        for gpu, cloud in candidates:
+            reason = self._skip_reason(gpu, cloud, catalog)
+            if reason:
+                self._attempts.append(Attempt(gpu["name"], cloud, reason))
+            else:
+                self._queue.append((gpu, cloud))
+        return self._create_next()
 
-    def _create_once(self, body: dict) -> dict:
-        """POST /pods, reconciling instead of retrying when the answer is lost or a 5xx."""
+    def _create_next(self) -> Pod:
+        """Create the first queued candidate that RunPod places; the rest stay queued (a pod whose host never
+        publishes a public IP is replaced by the next one)."""
+        try:
+            while self._queue:
+                gpu, cloud = self._queue.pop(0)
+                try:
+                    info = self._create_once(self._body(self._spec, gpu, cloud), gpu, cloud)
+                except CapacityError as exc:
+                    self._attempts.append(Attempt(gpu["name"], cloud, "no capacity", exc.message))
+                except ApiError as exc:
+                    # The document's createPod table: 400 "try your next candidate" (capacity texts vary and
+                    # carry no code), 403 "your account cannot access the requested pool: skip this candidate".
+                    if exc.status not in (400, 403):
+                        raise
+                    result = "refused (400)" if exc.status == 400 else "no access to this pool (403)"
+                    self._attempts.append(Attempt(gpu["name"], cloud, result, exc.detail))
+                else:
+                    self._attempts.append(Attempt(gpu["name"], cloud, f"created {info['id']}"))
+                    return self._pod(info, gpu, cloud)
+                logger.warning(f"{gpu['name']} in {cloud} cloud: {self._attempts[-1].result}; trying the next option")
+            raise self._nothing_placed()
+        finally:
+            self._show_attempts()
+
+    def _nothing_placed(self) -> ProviderError:
+        tried = [a for a in self._attempts if not a.result.startswith(("skipped", "created", "no public IP"))]
+        if not tried:
+            return ProviderError("no GPU option can run in any cloud of provider.cloud_order (see the table above)",
+                                 "add SECURE to provider.cloud_order, or gpu.fallbacks")
+        if all(a.result.startswith("no access") for a in tried):  # one cause is far likelier than every pool
+            return ProviderError(f"RunPod refused every create (403): {tried[-1].detail}",
+                                 "the API key lacks permission to create pods (make one with read/write access to "
+                                 "pods), or this account cannot use these GPU pools")
+        if all(a.result == "refused (400)" for a in tried):
+            return CapacityError(f"RunPod refused every candidate (400): no capacity, or the request itself is "
+                                 f"wrong; the last answer: {tried[-1].detail}",
+                                 "read RunPod's words in the table above: one text on every row points at the "
+                                 "request (RunPod's advice), different ones at capacity")
+        return CapacityError("no capacity for any GPU option in any cloud (see the table above)",
+                             "try later, add gpu.fallbacks, or widen provider.cloud_order")
+
+    def _show_attempts(self) -> None:
+        rows = self._attempts
+        if not rows or (len(rows) == 1 and rows[0].result.startswith("created")):
+            return
+        failed = not any(a.result.startswith("created") for a in rows)
+        # Each candidate's detail only when all failed: then they are what the user needs to decide.
+        logger.info("capacity attempts:\n" + _table([(a.gpu, a.cloud, a.result + (f": {a.detail}" if failed and
+                                                                                  a.detail else ""))
+                                                       for a in rows]))
+
+    def _create_once(self, body: dict, gpu: dict, cloud: str) -> dict:
+        """POST /pods. A lost answer (timeout, 5xx, a 201 without a pod) is reconciled by the run's unique
+        name before anything else, and only then is the create sent once more."""
         for attempt in (1, 2):
-            try:
-                return self.api.create_pod(body)
-            except (httpx.TimeoutException, httpx.TransportError, ApiError) as exc:
-                if isinstance(exc, ApiError) and exc.status < 500:
-                    raise
-                logger.warning(f"create answered {exc}; looking for a pod named {body['name']} before anything else")
+            info, lost = self._post(body, gpu, cloud)
+            if info is not None:
+                return info
+            logger.warning(f"the create's answer was lost ({lost}); looking for a pod named {body['name']} "
+                           "before anything else")
             found = self._reconcile(body["name"])
             if found:
                 logger.warning(f"the create went through after all: adopting pod {found['id']}")
                 return found
             if attempt == 2:
-                raise ProviderError(f"RunPod failed twice to create {body['name']} and no such pod exists",
+                raise ProviderError(f"RunPod failed twice to create {body['name']} and no such pod appeared "
+                                    f"within provider.reconcile_s ({self.settings.reconcile_s:.0f}s)",
                                     "RunPod may be having trouble; try again later")
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _reconcile(self, name: str) -> dict | None:
-        mine = [p for p in self.api.list_pods() if p.get("name") == name and p.get("status") not in GONE]
-        for extra in mine[1:]:  # more than one with our unique name: keep one, never pay for two
-            logger.warning(f"deleting duplicate pod {extra['id']} named {name}")
-            self.api.delete_pod(extra["id"])
-        return mine[0] if mine else None
+    def _post(self, body: dict, gpu: dict, cloud: str) -> tuple[dict | None, str | None]:
+        """One create, shielded from Ctrl-C and SIGTERM (cut mid-flight, it would leave a pod nobody knows
+        of); a signal is honoured as soon as RunPod has answered. A 429 comes before anything is created
+        (the document's createPod table), so it is waited out (Retry-After) and sent again.
+        Returns (the pod, None) or (None, why its answer was lost); other refusals raise."""
+        give_up = time.monotonic() + self.settings.api_retry_s
+        for tries in itertools.count(1):
+            self.ctx.state.mark(CREATE_SENT)  # from now on, terminate looks for the run's name too
+            self.ctx.save()
+            sent_at = time.monotonic()
+            info = lost = refused = None
+            with signals.deferred() as caught:
+                try:
+                    info = self.api.create_pod(body)
+                except ValueError:
+                    lost = "a 201 whose body is not JSON"
+                except httpx.TransportError as exc:  # timeouts included
+                    lost = f"{type(exc).__name__}: {exc}"
+                except ApiError as exc:
+                    if exc.status < 500:
+                        refused = exc
+                    else:
+                        lost = str(exc)
+                if info is not None and not (isinstance(info, dict) and info.get("id")):
+                    info, lost = None, "a 201 without a pod id"
+            if lost:
+                self._uncertain_until = max(self._uncertain_until, sent_at + self.settings.reconcile_s)
+            if info is not None:
+                self._known.add(info["id"])
+                if caught.received:  # make it known before stopping: terminate deletes it
+                    self.ctx.state.pod = asdict(self._pod(info, gpu, cloud))
+                    self.ctx.save()
+            caught.raise_if_any()
+            if refused is None:
+                return info, lost
+            if refused.status != 429:
+                raise refused
+            wait = refused.retry_after if refused.retry_after is not None else min(2.0 ** tries, 30.0)
+            if time.monotonic() + wait > give_up:
+                raise ProviderError(f"RunPod kept rate-limiting the create for {self.settings.api_retry_s:.0f}s "
+                                    f"(429; it asked for {wait:.0f}s more)", "try again later") from refused
+            logger.warning(f"RunPod rate-limited the create (429): nothing was created; sending it again in "
+                           f"{wait:.0f}s")
+            time.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _record(self, pod: dict, gpu: dict, cloud: str) -> Pod:
-        return Pod(id=pod["id"], name=pod["name"], provider=self.name, gpu=gpu["id"], cloud=cloud,
-                   price_per_hour=float(pod.get("cost") or gpu.get("price_per_hour") or 0.0))
+    def _named(self, name: str) -> list[dict]:
+        return [p for p in self.api.list_pods() if p.get("name") == name and p.get("status") not in GONE]
+
+    def _reconcile(self, name: str) -> dict | None:
+        """The pod a lost create made, if any. The pod list is eventually consistent, so it is read until
+        provider.reconcile_s after the last lost create before concluding that none was made."""
+        while True:
+            mine = self._named(name)
+            if mine:
+                for extra in mine[1:]:  # more than one with our unique name: keep one, never pay for two
+                    logger.warning(f"deleting duplicate pod {extra['id']} named {name}")
+                    self._delete(extra["id"])
+                self._known.add(mine[0]["id"])
+                return mine[0]
+            left = self._uncertain_until - time.monotonic()
+            if left <= 0:
+                return None
+            time.sleep(min(self.settings.poll_interval_s, left))
+
+    def _pod(self, info: dict, gpu: dict, cloud: str) -> Pod:
+        return Pod(id=info["id"], name=info.get("name") or self._spec.name, provider=self.name, gpu=gpu["id"],
+                   cloud=cloud, price_per_hour=float(info.get("cost") or gpu.get("price_per_hour") or 0.0))
 
     # -- ready ----------------------------------------------------------------------------------------
 
     def wait_ready(self, pod: Pod) -> Endpoint:
+        """RUNNING with a public TCP port 22. A pod whose host never publishes a public IP is deleted after
+        provider.public_ip_timeout_s and replaced by the next candidate (recorded in state.json at once)."""
+        while True:
+            endpoint = self._wait_one(pod)
+            if endpoint is not None:
+                return endpoint
+            pod = self._replace(pod)
+
+    def _wait_one(self, pod: Pod) -> Endpoint | None:
+        """The pod's SSH endpoint, or None when its host has shown no public IP for public_ip_timeout_s."""
         deadline = time.monotonic() + self.settings.ready_timeout_s
-        last = None
+        last, unreachable_since = None, None
         while time.monotonic() < deadline:
             info = self.api.get_pod(pod.id)
             if info is None or info.get("status") in GONE:
@@ -185,18 +333,48 @@ class RunPodProvider:
             endpoint = self._ssh_endpoint(info) if status == "RUNNING" else None
             if endpoint:
                 return endpoint
+            # The container runs (runtime reported) but port 22 has no public address: a host without a
+            # public IP may never get one, and waiting ready_timeout_s for it only bills.
+            if status == "RUNNING" and info.get("runtime"):
+                unreachable_since = unreachable_since or time.monotonic()
+                if time.monotonic() - unreachable_since >= self.settings.public_ip_timeout_s:
+                    return None
+            else:
+                unreachable_since = None
             time.sleep(self.settings.poll_interval_s)
         raise ProviderError(f"pod {pod.id} was not ready (RUNNING with a public TCP port 22) within "
                             f"{self.settings.ready_timeout_s:.0f}s (last status {last})\n{self._log_tail(pod)}",
                             "the container log above says why; it will be deleted now")
 
+    def _replace(self, pod: Pod) -> Pod:
+        waited = self.settings.public_ip_timeout_s
+        logger.warning(f"pod {pod.id} ({pod.cloud}) has run {waited:.0f}s without a public IP for SSH "
+                       "(provider.public_ip_timeout_s): deleting it and trying the next candidate")
+        self._delete(pod.id)
+        self._confirm_gone([pod.id])
+        for row in self._attempts:
+            if row.result == f"created {pod.id}":
+                row.result = f"no public IP after {waited:.0f}s: deleted {pod.id}"
+        if not self._queue:
+            self._show_attempts()
+            raise ProviderError(f"pod {pod.id} never got a public IP, and no other GPU option or cloud is left",
+                                "SECURE cloud hosts have public IPs: add SECURE to provider.cloud_order, or "
+                                "gpu.fallbacks")
+        new = self._create_next()
+        self.ctx.state.pod = asdict(new)  # on disk at once: a crash from here on still knows what to delete
+        self.ctx.save()
+        logger.info(f"pod {new.id} created ({new.gpu}, {new.cloud}) in place of {pod.id}")
+        return new
+
     def _ssh_endpoint(self, info: dict) -> Endpoint | None:
         direct = (info.get("ssh") or {}).get("direct")
-        if direct:
+        if direct and direct.get("host") and direct.get("port"):
             host, port, user = direct["host"], int(direct["port"]), direct.get("username") or "root"
         else:
             ports = ((info.get("runtime") or {}).get("ports")) or []
-            tcp22 = [p for p in ports if p.get("private") == 22 and p.get("type") == "tcp" and p.get("public")]
+            # `ip` may be null (a host without a public IP): such a mapping reaches nothing
+            tcp22 = [p for p in ports if p.get("private") == 22 and p.get("type") == "tcp" and p.get("public")
+                     and p.get("ip")]
             if not tcp22:
                 return None  # RUNNING alone is not ready: no public TCP mapping of 22 yet
             host, port, user = tcp22[0]["ip"], int(tcp22[0]["public"]), "root"
@@ -228,34 +406,90 @@ class RunPodProvider:
         start_watchdog(ctx)
         ctx.closers.append(Heartbeat(ctx).start().stop)
 
-    # -- terminate ------------------------------------------------------------------------------------
+    # -- terminate ---------------------------------------------------------------------------------------
 
     def terminate(self, pod: Pod, confirm_s: float = 60.0) -> None:
-        self.api.delete_pod(pod.id)
+        """Delete the pod, then every other pod named like it: a duplicate from a create whose answer was
+        lost is this run's too."""
+        self._delete(pod.id)
+        self._confirm_gone([pod.id], confirm_s)
+        self.terminate_named(pod.name, confirm_s)
+
+    def terminate_named(self, name: str, confirm_s: float = 60.0) -> list[str]:
+        """Delete every pod named `name` (the run's unique name) and every pod a create of ours answered
+        with; returns the ids deleted here. While a lost create's pod may still be missing from the
+        eventually consistent list (provider.reconcile_s after it), the list is read again."""
+        deleted = sorted(self._known - self._deleted)
+        for pod_id in deleted:
+            self._delete(pod_id)
+        left = self._uncertain_until - time.monotonic()
+        if left > 0:
+            logger.warning(f"a create's answer was lost: watching the pod list {left:.0f}s more for a pod named "
+                           f"{name} (provider.reconcile_s)")
+        while True:
+            for info in self._named(name):
+                if info["id"] not in self._deleted:
+                    logger.warning(f"deleting pod {info['id']}, also named {name}")
+                    self._delete(info["id"])
+                    deleted.append(info["id"])
+            left = self._uncertain_until - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(self.settings.poll_interval_s, left))
+        self._confirm_gone(deleted, confirm_s)
+        return deleted
+
+    def _delete(self, pod_id: str) -> None:
+        self.api.delete_pod(pod_id)
+        self._deleted.add(pod_id)
+
+    def _confirm_gone(self, pod_ids: list[str], confirm_s: float = 60.0) -> None:
         deadline = time.monotonic() + confirm_s
-        while time.monotonic() < deadline:
-            info = self.api.get_pod(pod.id)
-            if info is None or info.get("status") in GONE:
-                return
-            time.sleep(min(2.0, self.settings.poll_interval_s))
-        raise ProviderError(f"pod {pod.id} still reports {info.get('status')} {confirm_s:.0f}s after DELETE")
+        for pod_id in pod_ids:
+            while True:
+                info = self.api.get_pod(pod_id)
+                if info is None or info.get("status") in GONE:
+                    break
+                if time.monotonic() >= deadline:
+                    raise ProviderError(f"pod {pod_id} still reports {info.get('status')} {confirm_s:.0f}s "
+                                        "after DELETE")
+                time.sleep(min(2.0, self.settings.poll_interval_s))
 
     def is_alive(self, pod: Pod) -> bool:
         info = self.api.get_pod(pod.id)
         return info is not None and info.get("status") not in (*GONE, "EXITED", "ERROR")
 
-    def manual_terminate_hint(self, pod: Pod) -> str:
+    def manual_terminate_hint(self, pod: Pod | None) -> str:
+        if pod is None:  # a create was sent but no pod recorded: reap finds it by the run's name
+            return f"python -m engine.reap --runs-dir {self.ctx.run_dir} --yes{self._reap_flags()}"
         # This one pod, by id: reap deletes an unclaimed pod only when named, and never guesses.
+        return (f"python -m engine.reap --pod {pod.id} --yes{self._reap_flags()}   or   curl -X DELETE "
+                f"{self.settings.api_url}/pods/{pod.id} -H \"Authorization: Bearer ${self.settings.api_key_env}\"")
+
+    def _reap_flags(self) -> str:
         where = "" if self.settings.api_url == DEFAULT_API_URL else f" --api-url {self.settings.api_url}"
         key = "" if self.settings.api_key_env == "RUNPOD_API_KEY" else f" --api-key-env {self.settings.api_key_env}"
-        return (f"python -m engine.reap --pod {pod.id} --yes{where}{key}   or   curl -X DELETE "
-                f"{self.settings.api_url}/pods/{pod.id} -H \"Authorization: Bearer ${self.settings.api_key_env}\"")
+        return where + key
 
     def list_owned(self) -> list[Pod]:
         return [Pod(id=p["id"], name=p["name"], provider=self.name, gpu=(p.get("gpu") or {}).get("id"),
                     cloud=p.get("cloud"), price_per_hour=float(p.get("cost") or 0))
                 for p in self.api.list_pods() if str(p.get("name", "")).startswith("lorapod-")
                 and p.get("status") not in GONE]
+
+
+@dataclass
+class Attempt:
+    """One row of the attempts table: a (gpu, cloud) candidate and what became of it."""
+
+    gpu: str
+    cloud: str
+    result: str
+    detail: str = ""  # RunPod's words, shown when every candidate failed
+
+
+def _count(gpu: dict) -> int:
+    return max(1, gpu.get("count") or 1)
 
 
 def _table(rows: list[tuple[str, str, str]]) -> str:

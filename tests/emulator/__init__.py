@@ -19,11 +19,14 @@ response broke the OpenAPI document or the emulator itself failed.
 
     POST   /v2/pods                 201 Pod. The body is validated against CreatePodRequest (422 + `errors`, e.g.
                                     an unknown field); then exactly one of gpu/cpu (400; CPU pods: 501), a known
-                                    gpu.id (400 naming the catalog), CUDA and mount rules (400), gpu.count within
-                                    maxCount (400), capacity (400, the exact message below), balance (402).
-    GET    /v2/pods                 {"pods": [...]}, TERMINATED pods left out. With emu.page_size = n, lists come
-                                    n a page with `pagination.nextCursor` while more remain, sent back as
-                                    `cursor` (a cursor it never gave: 400); the catalog list pages the same way.
+                                    gpu.id (400 naming the catalog), CUDA and mount rules (400; a network volume
+                                    on COMMUNITY too: SECURE only), gpu.count within maxCount (400), balance
+                                    (402), a pool the account cannot use (403), a GPU type the catalog does not
+                                    offer on that cloud (400, not the capacity text), capacity (400, texts below).
+    GET    /v2/pods                 {"pods": [...]}, TERMINATED pods left out (and, with faults.list_lag_s, pods
+                                    created less than that ago). With emu.page_size = n, lists come n a page with
+                                    `pagination.nextCursor` while more remain, sent back as `cursor` (a cursor
+                                    it never gave: 400); the catalog list pages the same way.
     GET    /v2/pods/{id}            Pod; 404 problem+json once it is terminated.
     DELETE /v2/pods/{id}            204; the public SSH port closes at once, then every process of the pod dies.
     POST   /v2/pods/{id}/action     {"action": start|stop|restart|terminate}: 200 Pod (terminate: 204), 409 when
@@ -87,8 +90,11 @@ from boot, which deletes the pod through this API with its pod-scoped key.
 ## Fault injection (emu.faults; read when needed, so a test may change it at any time)
 
     emu.faults.no_capacity("NVIDIA GeForce RTX 5090", ["COMMUNITY"])   # or faults.capacity.add((gpu, cloud))
-        creates (and `start` actions) answer 400 with exactly CAPACITY_DETAIL:
+        creates (and `start` actions) answer 400 with a capacity text: `detail=` if given, else each of
+        CAPACITY_DETAILS in turn (texts vary; none is machine-readable), starting with CAPACITY_DETAIL:
         "There are no longer any instances available with the requested specifications. Please refresh and try again."
+    emu.faults.forbid_pool("NVIDIA GeForce RTX 5090", ["SECURE"])   # creates there answer 403 (the account's pools)
+    emu.faults.rate_limit(count=1, methods=["POST"], paths=["/v2/pods"])  # a 429 on create: nothing is created
     emu.faults.rate_limit(count=2, retry_after_s=1, methods=None, paths=None, window="minute")
         429 + Retry-After, for the minute, hour or day window (RateLimit headers and detail name it); a day
         window's Retry-After can be hours
@@ -100,6 +106,10 @@ from boot, which deletes the pod through this API with its pod-scoped key.
     emu.faults.insufficient_balance = True      # creates answer 402
     emu.faults.never_ready = True               # new pods stay RUNNING, runtime null; the log says why (CUDA)
     emu.faults.refuse_ssh_for_s = 3.0           # new pods refuse SSH connections this long after ready
+    emu.faults.no_public_ip = 1                 # the next pod's host has no public IP: port 22's mapping has
+                                                # ip null, ssh.direct stays null, nothing answers, forever
+    emu.faults.list_lag_s = 3.0                 # GET /v2/pods shows a new pod only this long after its create
+    emu.faults.create_garbled = 1               # the next create makes the pod, then answers 201 with HTML
     emu.cut_connections(pod_id, mode="reset")   # drop every live SSH connection now ("hang": silent loss)
     emu.cut_connections_when(pod_id, condition, mode="reset")   # once condition() is true; -> CutTrigger
     emu.terminate(pod_id)                       # terminated from RunPod's console, behind the client's back
@@ -108,8 +118,8 @@ A refused key is just a wrong key (401). A DELETE that keeps failing: server_err
 ## Inspecting
 
     emu.pods                {id: EmulatedPod}; pod.request is the create body as sent (pod.env, pod.gpu,
-                            pod.cloud, pod.image, pod.name), pod.status, pod.ready, pod.key, pod.log (.text(),
-                            .lines), pod.billed_s(), pod.proxy, pod.machine, pod.folder
+                            pod.cloud, pod.image, pod.name), pod.status, pod.ready, pod.public_ip, pod.key,
+                            pod.log (.text(), .lines), pod.billed_s(), pod.proxy, pod.machine, pod.folder
     emu.live_pods()         pods not TERMINATED; emu.pods_named(name)
     emu.requests            [RequestRecord(method, path, template, key, key_pod, status, body, response, fault)]
                             key: "account" | "pod" | "extra" | "invalid" | "none" (the key itself is never kept)
@@ -141,10 +151,16 @@ the shape the document describes. Pod ids are random; nothing here measures time
   fail2ban/fail2ban#1392), from RFC 5737 documentation addresses.
 - `format: float` is not a JSON Schema format (ignored); a 405 has a component but no operation uses it.
 - Unknown gpu.id: the document does not say which status; 400 naming the catalog. CPU pods and PATCH: 501.
+- Capacity: the document says only that it is a 400 with a human-readable `detail`; the emulator varies
+  the text (CAPACITY_DETAILS). A GPU type the catalog does not offer on a cloud, and a network volume on
+  COMMUNITY (runpod.md: SECURE only), are 400s with other texts: the document does not give them.
+- How long a new pod stays out of GET /v2/pods is not documented: faults.list_lag_s, 0 unless a test sets it.
+- A host without a public IP: PodRuntimePort.ip is nullable; such a pod keeps its port numbers with ip null
+  and ssh.direct null (the harsher reading: a client that trusts the port number alone reaches nothing).
 """
 from tests.emulator.pod import EmulatedPod, TcpProxy
-from tests.emulator.server import CAPACITY_DETAIL, CutTrigger, FaultRule, Faults, GpuOffer, RequestRecord, \
-    RunPodEmulator
+from tests.emulator.server import CAPACITY_DETAIL, CAPACITY_DETAILS, POOL_FORBIDDEN_DETAIL, CutTrigger, FaultRule, \
+    Faults, GpuOffer, RequestRecord, RunPodEmulator
 
-__all__ = ["CAPACITY_DETAIL", "CutTrigger", "EmulatedPod", "FaultRule", "Faults", "GpuOffer", "RequestRecord",
-           "RunPodEmulator", "TcpProxy"]
+__all__ = ["CAPACITY_DETAIL", "CAPACITY_DETAILS", "POOL_FORBIDDEN_DETAIL", "CutTrigger", "EmulatedPod", "FaultRule",
+           "Faults", "GpuOffer", "RequestRecord", "RunPodEmulator", "TcpProxy"]

@@ -575,6 +575,7 @@ class EmulatedPod:
     ports_after_running_s: float
     never_ready: bool = False
     refuse_ssh_for_s: float = 0.0
+    public_ip: bool = True  # False: a community host that never publishes a public IP (faults.no_public_ip)
     boot_watchdog: bool = False
     api_url: str = ""
     scanner_interval_s: Optional[float] = 1.0  # a line in sshd's log this often while port 22 is public
@@ -678,8 +679,11 @@ class EmulatedPod:
                 and now - self._phase_t >= self.ports_after_running_s and self.machine is not None \
                 and self.machine.up:
             self.ready = True
-            self.proxy.publish(self.machine.sshd_port, time.monotonic() + self.refuse_ssh_for_s)
-        if self.ready and self.scanner_interval_s and now - self._scanned_t >= self.scanner_interval_s:
+            if self.public_ip:
+                self.proxy.publish(self.machine.sshd_port, time.monotonic() + self.refuse_ssh_for_s)
+        # Scanners find a public port 22 only: a host without a public IP logs none.
+        if self.ready and self.public_ip and self.scanner_interval_s and \
+                now - self._scanned_t >= self.scanner_interval_s:
             self._scanned_t = now
             ip, port = f"{secrets.choice(('192.0.2', '198.51.100', '203.0.113'))}.{secrets.randbelow(254) + 1}", \
                 secrets.randbelow(40000) + 20000
@@ -753,13 +757,18 @@ class EmulatedPod:
             user = getpass.getuser()
             ports = []
             if "22/tcp" in (self.request.get("ports") or []):
+                # A host without a public IP (issue 9: "a community host may never publish a public TCP 22";
+                # RunPod's SSH docs: "not all Pods support the full public IP method"): PodRuntimePort.ip is
+                # nullable in the document, and the harsher reading keeps the port number but no address.
+                ip = "127.0.0.1" if self.public_ip else None
                 # The recorded API lists a udp mapping of 22 first: a client must pick tcp, not the first.
                 ports = [
-                    {"private": 22, "public": self._udp.getsockname()[1], "type": "udp", "ip": "127.0.0.1"},
-                    {"private": 22, "public": self.proxy.port, "type": "tcp", "ip": "127.0.0.1"},
+                    {"private": 22, "public": self._udp.getsockname()[1], "type": "udp", "ip": ip},
+                    {"private": 22, "public": self.proxy.port, "type": "tcp", "ip": ip},
                 ]
-                direct = {"host": "127.0.0.1", "port": self.proxy.port, "username": user,
-                          "command": f"ssh {user}@127.0.0.1 -p {self.proxy.port}"}
+                if self.public_ip:
+                    direct = {"host": "127.0.0.1", "port": self.proxy.port, "username": user,
+                              "command": f"ssh {user}@127.0.0.1 -p {self.proxy.port}"}
             runtime = {
                 "uptime": int(time.monotonic() - (self._running_t or time.monotonic())),
                 "gpus": [{"util": 0, "memoryUtil": 0} for _ in range(int(gpu.get("count", 1)))],

@@ -24,6 +24,14 @@ from tests.emulator.pod import WAIT_S, EmulatedPod, random_id
 
 CAPACITY_DETAIL = ("There are no longer any instances available with the requested specifications. "
                    "Please refresh and try again.")
+# Capacity has no machine-readable code and its text varies (the document's createPod description: "capacity
+# exhaustion currently carries no machine-readable code of its own — only a human-readable `detail`"). The first
+# is the text seen in the wild (shared/reference/runpod.md); the second is the v1 era's (issue 9). The emulator
+# answers them in turn, so a client that recognises capacity by its wording fails.
+CAPACITY_DETAILS = (CAPACITY_DETAIL, "There are no instances currently available")
+# 403 on create: "Your account cannot access the requested pool. Skip this candidate, keep going." (the
+# document's createPod description, status table).
+POOL_FORBIDDEN_DETAIL = "Your account cannot access the requested pool"
 DEFAULT_API_KEY = "rpa" + "_EMULATOR0ACCOUNT0KEY0FOR0TESTS0ONLY"  # split: no key-shaped literal in the repo
 TITLES = {400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden", 404: "Not Found",
           405: "Method Not Allowed", 409: "Conflict", 422: "Unprocessable Entity", 429: "Too Many Requests",
@@ -125,17 +133,29 @@ class Faults:
     """What the emulator gets wrong on purpose. Attributes are read when a request (or a pod) needs them, so a
     test may change them at any time; counts go down as faults are served.
 
-    capacity               {(gpu id, cloud)}: creates answer 400 with CAPACITY_DETAIL (also `start` actions)
+    capacity               {(gpu id, cloud)}: creates answer 400 with a capacity text (also `start` actions):
+                           capacity_details[(gpu id, cloud)] if set, else CAPACITY_DETAILS in turn
+    forbidden_pools        {(gpu id, cloud)}: creates answer 403 (this account cannot use that pool)
     create_500_after_create
                            the next N creates answer 500 *after* creating the pod (it exists and bills)
     create_delay_s         a create answers (201) only after this many seconds: longer than a client's timeout
     insufficient_balance   creates answer 402
     never_ready            pods created while set stay RUNNING with runtime and ssh.direct null; logs say why
     refuse_ssh_for_s       pods created while set refuse SSH connections for this long after becoming ready
+    no_public_ip           the next N pods land on hosts without a public IP: RUNNING, runtime set, but port 22's
+                           mapping has ip null and ssh.direct stays null, forever
+    list_lag_s             a new pod shows in GET /v2/pods only this long after its create (eventual consistency)
+    create_garbled         the next N creates make the pod, then answer 201 with an HTML page instead of the Pod
+                           (issue 9 names "a non-JSON 201" as a lost answer; off the document on purpose)
     rules                  FaultRule list, filled by rate_limit(), read_errors() and server_errors()
     """
 
     capacity: set = field(default_factory=set)
+    capacity_details: dict = field(default_factory=dict)
+    forbidden_pools: set = field(default_factory=set)
+    no_public_ip: int = 0
+    list_lag_s: float = 0.0
+    create_garbled: int = 0
     create_500_after_create: int = 0
     create_delay_s: float = 0.0
     insufficient_balance: bool = False
@@ -144,9 +164,41 @@ class Faults:
     rules: list = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def no_capacity(self, gpu_id: str, clouds: Iterable[str] = ("SECURE", "COMMUNITY")) -> None:
-        """Creates of `gpu_id` on these clouds fail with the capacity error (until capacity.discard())."""
-        self.capacity.update((gpu_id, cloud) for cloud in clouds)
+    _capacity_answers: int = field(default=0, repr=False)
+
+    def no_capacity(self, gpu_id: str, clouds: Iterable[str] = ("SECURE", "COMMUNITY"),
+                    detail: Optional[str] = None) -> None:
+        """Creates of `gpu_id` on these clouds fail with a capacity error (until capacity.discard()): `detail`,
+        or else each of CAPACITY_DETAILS in turn."""
+        for cloud in clouds:
+            self.capacity.add((gpu_id, cloud))
+            if detail is not None:
+                self.capacity_details[(gpu_id, cloud)] = detail
+
+    def capacity_detail(self, pair: tuple[str, str]) -> str:
+        with self._lock:
+            if pair in self.capacity_details:
+                return self.capacity_details[pair]
+            self._capacity_answers += 1
+            return CAPACITY_DETAILS[(self._capacity_answers - 1) % len(CAPACITY_DETAILS)]
+
+    def forbid_pool(self, gpu_id: str, clouds: Iterable[str] = ("SECURE", "COMMUNITY")) -> None:
+        """Creates of `gpu_id` on these clouds answer 403: this account cannot use that pool."""
+        self.forbidden_pools.update((gpu_id, cloud) for cloud in clouds)
+
+    def take_create_garbled(self) -> bool:
+        with self._lock:
+            if self.create_garbled > 0:
+                self.create_garbled = int(self.create_garbled) - 1
+                return True
+        return False
+
+    def take_no_public_ip(self) -> bool:
+        with self._lock:
+            if self.no_public_ip > 0:
+                self.no_public_ip = int(self.no_public_ip) - 1
+                return True
+        return False
 
     def rate_limit(self, count: int, retry_after_s: int = 1, methods: Optional[Iterable[str]] = None,
                    paths: Optional[Iterable[str]] = None, window: str = "minute") -> FaultRule:
@@ -236,6 +288,7 @@ class _Response:
     after: Optional[Callable[[], None]] = None  # runs after the response is sent
     # A response that does not end: `body` is sent first, then stream(write) sends more until it returns.
     stream: Optional[Callable[[Callable[[str], None]], None]] = None
+    off_document: bool = False  # a fault that breaks the document on purpose: not a violation
 
 
 def problem(status: int, detail: str, errors: Optional[list[str]] = None, **kw) -> _Response:
@@ -286,6 +339,7 @@ class RunPodEmulator:
         self.violations: list[str] = []  # responses the OpenAPI document does not allow (validate=True)
         self.errors: list[str] = []  # the emulator's own failures (a bug, or a pod that could not boot)
         self.extra_keys: dict[str, frozenset[str]] = {}
+        self._listed_from: dict[str, float] = {}  # pod id -> when GET /v2/pods starts showing it
         self._root_given = root
         self.root: Optional[Path] = None
         self._lock = threading.RLock()
@@ -458,7 +512,7 @@ class RunPodEmulator:
             self.errors.append(f"{method} {handler.path}:\n{traceback.format_exc()}")
             response = problem(500, "emulator error: see RunPodEmulator.errors")
         record.status, record.response, record.fault = response.status, response.body, response.fault
-        if self.validate:
+        if self.validate and not response.off_document:
             self._check(method, template, response)
         with self._lock:
             self.requests.append(record)
@@ -570,6 +624,11 @@ class RunPodEmulator:
         mounts = body.get("mounts") or {}
         if "persistent" in mounts and "network" in mounts:
             return problem(400, "mounts.persistent and mounts.network are mutually exclusive")
+        # Network volumes exist only in SECURE cloud data centers (shared/reference/runpod.md: "Network volumes
+        # are available only for SECURE cloud pods"). What RunPod answers is not documented; a 400 is the
+        # document's "breaks a cross-field rule", and its text is not the capacity one.
+        if mounts.get("network") and cloud == "COMMUNITY":
+            return problem(400, "network volumes can only be attached to SECURE cloud pods")
         count = int(gpu.get("count", 1))
         if count > offer.max_count(cloud):
             return problem(400, f"gpu.count {count} exceeds {offer.max_count(cloud)} for {offer.id} on {cloud}")
@@ -578,10 +637,17 @@ class RunPodEmulator:
         cudas = [v for v in offer.cuda_versions
                  if (not allowed or v in allowed) and (not floor or _version(v) >= _version(floor))]
         centers = [dc for dc in offer.data_centers if not body.get("dataCenterIds") or dc in body["dataCenterIds"]]
+        # 403 on create: the account cannot use that pool (the document's createPod status table).
+        if (gpu["id"], cloud) in self.faults.forbidden_pools:
+            return problem(403, POOL_FORBIDDEN_DETAIL, fault="forbidden_pool")
+        # A GPU type the catalog says is not on this cloud (GpuType.secure/community false) cannot be placed
+        # there. The document does not give the text; it is a 400 that is not the capacity sentence.
+        if not offer.offered_on(cloud):
+            return problem(400, f"GPU type {offer.id} is not offered on {cloud} cloud")
         if (gpu["id"], cloud) in self.faults.capacity:
-            return problem(400, CAPACITY_DETAIL, fault="capacity")
-        if not offer.offered_on(cloud) or not cudas or not centers:
-            return problem(400, CAPACITY_DETAIL)
+            return problem(400, self.faults.capacity_detail((gpu["id"], cloud)), fault="capacity")
+        if not cudas or not centers:
+            return problem(400, self.faults.capacity_detail((gpu["id"], cloud)))
         pod_id = random_id()
         pod = EmulatedPod(
             id=pod_id, key="rpa_" + "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(44)),
@@ -591,12 +657,19 @@ class RunPodEmulator:
             ports_after_running_s=self.ports_after_running_s, never_ready=self.faults.never_ready,
             refuse_ssh_for_s=self.faults.refuse_ssh_for_s, boot_watchdog=self.boot_watchdog, api_url=self.url,
             scanner_interval_s=self.scanner_interval_s,
+            public_ip=not self.faults.take_no_public_ip(),
             extra_env={"LORAPOD_WATCHDOG_POLL_S": str(self.watchdog_poll_s)} if self.watchdog_poll_s else {},
         )
         pod.log.add(f"{body['image']}: Pulling from {body['image'].split(':')[0]}", "system")
         pod.log.add(f"Status: Downloaded newer image for {body['image']}", "system")
         with self._lock:
             self.pods[pod_id] = pod
+            # The pod list is eventually consistent: a new pod may be missing from GET /v2/pods for a while
+            # (sources are silent on how long; the harsher reading is "a few seconds": faults.list_lag_s).
+            self._listed_from[pod_id] = time.monotonic() + self.faults.list_lag_s
+        if self.faults.take_create_garbled():  # e.g. a proxy's page in between: the pod exists all the same
+            return _Response(201, "<html><body>Created</body></html>", "text/html", fault="create_garbled",
+                             off_document=True)
         if self.faults.take_create_500():
             return problem(500, "internal error while creating the pod", fault="create_500_after_create")
         if self.faults.create_delay_s > 0:
@@ -630,8 +703,12 @@ class RunPodEmulator:
 
     def list_pods(self, query, **_) -> _Response:
         with self._lock:
-            pods = [pod.to_json() for pod in self.pods.values() if pod.status != "TERMINATED"]
+            pods = [pod.to_json() for pod in self.pods.values() if pod.status != "TERMINATED" and self._listed(pod)]
         return self._page("pods", pods, query)
+
+    def _listed(self, pod: EmulatedPod) -> bool:
+        """Whether the eventually consistent pod list shows this pod yet (faults.list_lag_s)."""
+        return time.monotonic() >= self._listed_from.get(pod.id, 0.0)
 
     def get_pod(self, params, **_) -> _Response:
         with self._lock:
@@ -665,7 +742,8 @@ class RunPodEmulator:
                 pod.stop()
                 return _Response(200, pod.to_json(), "application/json", after=pod.kill_processes)
             if action == "start" and (pod.gpu["id"], pod.cloud) in self.faults.capacity:
-                return problem(400, CAPACITY_DETAIL, fault="capacity")  # the host's GPUs went to someone else
+                # the host's GPUs went to someone else
+                return problem(400, self.faults.capacity_detail((pod.gpu["id"], pod.cloud)), fault="capacity")
             boot = pod.enter_starting() if action == "start" else pod.restart()
             answer = pod.to_json()
 

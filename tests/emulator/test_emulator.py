@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import paramiko
 import pytest
-from tests.emulator import CAPACITY_DETAIL, RunPodEmulator, openapi
+from tests.emulator import CAPACITY_DETAIL, CAPACITY_DETAILS, POOL_FORBIDDEN_DETAIL, RunPodEmulator, openapi
 from tests.emulator.pod import WAIT_S
 
 RTX5090, RTX4090 = "NVIDIA GeForce RTX 5090", "NVIDIA GeForce RTX 4090"
@@ -249,7 +249,9 @@ def test_create_records_what_the_client_sent(runpod_emulator, client_key):
     ({"gpu": {"id": RTX5090, "allowedCudaVersions": ["12.8"], "minCudaVersion": "12.8"}}, 400, "mutually exclusive"),
     ({"gpu": {"id": RTX5090, "count": 9}}, 400, "exceeds"),
     ({"gpu": {"id": RTX5090, "allowedCudaVersions": ["12.4"]}}, 400, CAPACITY_DETAIL),
-    ({"gpu": {"id": "NVIDIA H200"}, "cloud": "COMMUNITY"}, 400, CAPACITY_DETAIL),
+    ({"gpu": {"id": "NVIDIA H200"}, "cloud": "COMMUNITY"}, 400, "not offered on COMMUNITY cloud"),
+    ({"cloud": "COMMUNITY", "mounts": {"network": [{"volumeId": "vol_x", "path": "/workspace"}]}}, 400,
+     "only be attached to SECURE cloud pods"),
     ({"cpu": {"id": "cpu3c", "vcpuCount": 2}}, 400, "exactly one of gpu or cpu"),
     ({"templateId": "tpl1"}, 404, "template tpl1 not found"),
 ])
@@ -563,6 +565,73 @@ def test_capacity_errors_per_gpu_and_cloud(runpod_emulator):
     with api(emu) as client:
         for pod in emu.live_pods():
             assert client.delete(f"/pods/{pod.id}").status_code == 204
+
+
+def test_capacity_texts_vary_and_a_forbidden_pool_is_a_403(runpod_emulator):
+    emu = runpod_emulator
+    emu.faults.no_capacity(RTX5090, ["COMMUNITY"])
+    emu.faults.forbid_pool(RTX4090, ["SECURE"])
+    with api(emu) as client:
+        texts = [client.post("/pods", json=body()).json()["detail"] for _ in range(len(CAPACITY_DETAILS))]
+        forbidden = client.post("/pods", json=body(gpu={"id": RTX4090}, cloud="SECURE"))
+        allowed = client.post("/pods", json=body(gpu={"id": RTX4090}, cloud="COMMUNITY"))
+        assert texts == list(CAPACITY_DETAILS) and len(set(texts)) > 1
+        assert (forbidden.status_code, forbidden.json()["detail"]) == (403, POOL_FORBIDDEN_DETAIL)
+        assert allowed.status_code == 201
+        assert client.delete(f"/pods/{allowed.json()['id']}").status_code == 204
+
+
+def test_a_429_on_create_creates_nothing(runpod_emulator):
+    emu = runpod_emulator
+    emu.faults.rate_limit(count=1, retry_after_s=3, methods=["POST"], paths=["/v2/pods"])
+    with api(emu) as client:
+        limited = client.post("/pods", json=body())
+        assert (limited.status_code, limited.headers["retry-after"]) == (429, "3")
+        assert emu.pods == {}
+        created = client.post("/pods", json=body())
+        assert client.delete(f"/pods/{created.json()['id']}").status_code == 204
+
+
+def test_a_host_without_a_public_ip_never_publishes_port_22(runpod_emulator):
+    emu = runpod_emulator
+    emu.faults.no_public_ip = 1
+    pod_id = create(emu)["id"]
+    emu.wait_ready(pod_id)
+    with api(emu) as client:
+        shown = client.get(f"/pods/{pod_id}").json()
+        assert shown["status"] == "RUNNING" and shown["ssh"]["direct"] is None
+        assert [p["ip"] for p in shown["runtime"]["ports"]] == [None, None]
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", shown["runtime"]["ports"][1]["public"]), timeout=2).close()
+        other = create(emu)["id"]  # only the next pod
+        assert client.get(f"/pods/{other}").json()["status"] in ("PROVISIONING", "STARTING", "RUNNING")
+        assert emu.wait_ready(other) and client.get(f"/pods/{other}").json()["ssh"]["direct"] is not None
+        for pod in (pod_id, other):
+            assert client.delete(f"/pods/{pod}").status_code == 204
+
+
+def test_a_garbled_201_still_creates_the_pod(runpod_emulator):
+    emu = runpod_emulator
+    emu.faults.create_garbled = 1
+    with api(emu) as client:
+        answer = client.post("/pods", json=body(name="lorapod-garbled"))
+        assert answer.status_code == 201 and answer.headers["content-type"] == "text/html"
+        [pod] = emu.pods_named("lorapod-garbled")
+        assert client.post("/pods", json=body(name="next")).json()["name"] == "next"  # only the next create
+        for pod in emu.live_pods():
+            assert client.delete(f"/pods/{pod.id}").status_code == 204
+    assert emu.violations == []  # off the document on purpose, not by mistake
+
+
+def test_the_pod_list_shows_a_new_pod_only_after_list_lag_s(runpod_emulator):
+    emu = runpod_emulator
+    emu.faults.list_lag_s = 1.0
+    pod_id = create(emu, name="lorapod-lagged")["id"]
+    with api(emu) as client:
+        assert client.get(f"/pods/{pod_id}").status_code == 200  # by id: at once
+        assert pod_id not in [p["id"] for p in client.get("/pods").json()["pods"]]
+        wait_until(lambda: pod_id in [p["id"] for p in client.get("/pods").json()["pods"]], "the pod listed")
+        assert client.delete(f"/pods/{pod_id}").status_code == 204
 
 
 def test_rate_limit_answers_429_with_retry_after_for_the_next_requests(runpod_emulator):

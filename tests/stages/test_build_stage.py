@@ -18,9 +18,9 @@ from loguru import logger
 import engine  # noqa: F401  (registers the config schemas)
 from engine.context import PROJECT_ROOT, RunContext
 from engine.errors import StageError
-from engine.image import context_tag
+from engine.image import context_tag, resolved_image_ref
 from engine.state import RunState
-from stages.build import Build, resolved_image_ref
+from stages.build import Build
 
 TOKEN = "anonymous-pull-token"
 TAG = context_tag(PROJECT_ROOT / "remote_image")
