@@ -398,6 +398,7 @@ def test_reap_deletes_only_pods_of_runs_found_here_and_spares_live_ones(runpod_e
     import httpx
 
     emu = runpod_emulator
+    emu.faults.list_lag_s = 0  # about the list's contents, not its lag (tested on its own)
     emu.faults.never_ready = True  # pods to list and delete: no sshd needed
     emu.page_size = 1  # and the list comes one pod a page
     auth = {"Authorization": f"Bearer {emu.api_key}"}

@@ -23,8 +23,8 @@ response broke the OpenAPI document or the emulator itself failed.
                                     on COMMUNITY too: SECURE only), gpu.count within maxCount (400), balance
                                     (402), a pool the account cannot use (403), a GPU type the catalog does not
                                     offer on that cloud (400, not the capacity text), capacity (400, texts below).
-    GET    /v2/pods                 {"pods": [...]}, TERMINATED pods left out (and, with faults.list_lag_s, pods
-                                    created less than that ago). With emu.page_size = n, lists come n a page with
+    GET    /v2/pods                 {"pods": [...]}, TERMINATED pods left out (and pods created less than
+                                    faults.list_lag_s ago). With emu.page_size = n, lists come n a page with
                                     `pagination.nextCursor` while more remain, sent back as `cursor` (a cursor
                                     it never gave: 400); the catalog list pages the same way.
     GET    /v2/pods/{id}            Pod; 404 problem+json once it is terminated.
@@ -154,7 +154,8 @@ the shape the document describes. Pod ids are random; nothing here measures time
 - Capacity: the document says only that it is a 400 with a human-readable `detail`; the emulator varies
   the text (CAPACITY_DETAILS). A GPU type the catalog does not offer on a cloud, and a network volume on
   COMMUNITY (runpod.md: SECURE only), are 400s with other texts: the document does not give them.
-- How long a new pod stays out of GET /v2/pods is not documented: faults.list_lag_s, 0 unless a test sets it.
+- How long a new pod stays out of GET /v2/pods is not documented: faults.list_lag_s, 2 s unless a test sets it
+  (the harsher reading: a client that lists right after a create does not find its pod).
 - A host without a public IP: PodRuntimePort.ip is nullable; such a pod keeps its port numbers with ip null
   and ssh.direct null (the harsher reading: a client that trusts the port number alone reaches nothing).
 """

@@ -144,7 +144,8 @@ class Faults:
     refuse_ssh_for_s       pods created while set refuse SSH connections for this long after becoming ready
     no_public_ip           the next N pods land on hosts without a public IP: RUNNING, runtime set, but port 22's
                            mapping has ip null and ssh.direct stays null, forever
-    list_lag_s             a new pod shows in GET /v2/pods only this long after its create (eventual consistency)
+    list_lag_s             a new pod shows in GET /v2/pods only this long after its create (eventual consistency;
+                           2 s by default: the sources are silent, so the harsher reading)
     create_garbled         the next N creates make the pod, then answer 201 with an HTML page instead of the Pod
                            (issue 9 names "a non-JSON 201" as a lost answer; off the document on purpose)
     rules                  FaultRule list, filled by rate_limit(), read_errors() and server_errors()
@@ -154,7 +155,7 @@ class Faults:
     capacity_details: dict = field(default_factory=dict)
     forbidden_pools: set = field(default_factory=set)
     no_public_ip: int = 0
-    list_lag_s: float = 0.0
+    list_lag_s: float = 2.0
     create_garbled: int = 0
     create_500_after_create: int = 0
     create_delay_s: float = 0.0
