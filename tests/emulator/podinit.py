@@ -90,7 +90,10 @@ def main() -> int:
         os._exit(0)
 
     signal.signal(signal.SIGTERM, shutdown)
-    started = {subprocess.Popen(argv, stdin=subprocess.DEVNULL).pid: os.path.basename(argv[0]) for argv in commands}
+    # The Popen objects stay referenced: one that is collected reaps its child itself (Popen.__del__ polls), and
+    # a command that exited that fast would go unreported.
+    children = [subprocess.Popen(argv, stdin=subprocess.DEVNULL) for argv in commands]
+    started = {child.pid: os.path.basename(argv[0]) for child, argv in zip(children, commands)}
     # Reap children and adopted orphans. An init with nothing left to reap keeps the pod up; one whose
     # emulator died (a crashed test run) takes the pod down with it rather than leave sshd behind.
     while os.getppid() == parent:

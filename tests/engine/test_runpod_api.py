@@ -123,6 +123,7 @@ def test_a_retry_after_past_the_cap_waits_the_cap_then_retries(runpod_emulator, 
 
 def test_lists_follow_the_next_cursor(runpod_emulator, api):
     emu = runpod_emulator
+    emu.faults.list_lag_s = 0  # about the list's contents, not its lag (tested on its own)
     emu.faults.never_ready = True
     emu.page_size = 2
     made = {create(api, f"lorapod-page-{n}") for n in range(5)}
