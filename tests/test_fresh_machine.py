@@ -37,7 +37,7 @@ def alone(*pytest_args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
 
 
-@pytest.mark.skipif(not sshd.installed(), reason=sshd.MISSING)
+@sshd.needs_sshd
 @pytest.mark.parametrize("path", ALONE)
 def test_a_file_passes_alone_on_a_fresh_machine(path):
     done = alone(path)
@@ -46,7 +46,7 @@ def test_a_file_passes_alone_on_a_fresh_machine(path):
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare")
-@pytest.mark.skipif(not sshd.installed(), reason=sshd.MISSING)
+@sshd.needs_sshd
 def test_without_its_preparation_sshd_fails_at_once_in_its_own_words():
     """The harness is what makes the fresh machine work: skip sshd.prepare() and the emulator refuses to start
     at once, with sshd's message, instead of leaving a client waiting for a pod that never gets ready."""

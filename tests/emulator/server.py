@@ -188,18 +188,10 @@ class Faults:
         self.forbidden_pools.update((gpu_id, cloud) for cloud in clouds)
 
     def take_create_garbled(self) -> bool:
-        with self._lock:
-            if self.create_garbled > 0:
-                self.create_garbled = int(self.create_garbled) - 1
-                return True
-        return False
+        return self._take("create_garbled")
 
     def take_no_public_ip(self) -> bool:
-        with self._lock:
-            if self.no_public_ip > 0:
-                self.no_public_ip = int(self.no_public_ip) - 1
-                return True
-        return False
+        return self._take("no_public_ip")
 
     def rate_limit(self, count: int, retry_after_s: int = 1, methods: Optional[Iterable[str]] = None,
                    paths: Optional[Iterable[str]] = None, window: str = "minute") -> FaultRule:
@@ -222,6 +214,14 @@ class Faults:
         return self._add(FaultRule(status, count, _set(methods), _set(paths), None,
                                    "upstream request failed (injected by the emulator)"))
 
+    def _take(self, counter: str) -> bool:
+        """Uses up one of a "the next N requests" fault: whether this request gets it."""
+        with self._lock:
+            if getattr(self, counter) > 0:
+                setattr(self, counter, int(getattr(self, counter)) - 1)
+                return True
+        return False
+
     def _add(self, rule: FaultRule) -> FaultRule:
         with self._lock:
             self.rules.append(rule)
@@ -236,11 +236,7 @@ class Faults:
         return None
 
     def take_create_500(self) -> bool:
-        with self._lock:
-            if self.create_500_after_create > 0:
-                self.create_500_after_create = int(self.create_500_after_create) - 1
-                return True
-        return False
+        return self._take("create_500_after_create")
 
 
 def _set(values: Optional[Iterable[str]]) -> Optional[frozenset[str]]:

@@ -19,7 +19,7 @@ def machine_folder():
     shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.mark.skipif(not sshd.installed(), reason=sshd.MISSING)
+@sshd.needs_sshd
 def test_an_sshd_that_dies_after_its_config_check_ends_the_boot_with_its_message(machine_folder, monkeypatch):
     # An "sshd" that passes `sshd -t` like the real one and then dies the way sshd does on a broken machine.
     fake = machine_folder / "bin" / "sshd"
