@@ -1,24 +1,40 @@
 """The pod's own deadline: a watchdog on the pod deletes it when the run overstays or lorapod goes quiet.
 
-RunPod does not enforce terminateAfter, so lorapod does not rely on it: the deadline travels in the pod's
-environment (the image's start script starts remote_image/watchdog.py from boot), lorapod uploads and
-(re)starts the same watchdog right after connecting — so it also runs on images that do not start it —
-and touches a heartbeat file over SSH while it is alive. A laptop that dies mid-run stops the heartbeat,
-and the pod deletes itself with the pod-scoped key RunPod put in its container; the user's key never
-leaves this machine.
+RunPod does not enforce terminateAfter, so lorapod does not rely on it. What protects a pod, and from when:
+
+  * from container start, on images that start remote_image/watchdog.py themselves (image=lorapod's
+    start.sh): the deadline travels in the pod's environment, and a heartbeat that never starts counts
+    as stale too, so a lorapod that dies before it ever connects still has its pod deleted;
+  * from probe on, on every image: lorapod uploads the same watchdog, starts it, reads back whether it
+    is armed (which credential it found, and whether that credential could read its own pod), and touches
+    a heartbeat file over SSH while it is alive.
+
+The watchdog deletes its pod with the pod-scoped key RunPod put in the container, and, when
+provider.watchdog_api_key_env names one, with a key the user made for this purpose (sent over SFTP into a
+root-only file, never in an environment, a command line or a log). The user's main key never leaves this
+machine. A deadline that is not armed is said loudly; provider.require_deadline stops the run instead.
 """
 from __future__ import annotations
 
+import json
+import os
 import posixpath
 import shlex
+import tempfile
 import threading
+import time
+from pathlib import Path
 
 from loguru import logger
 
 from engine.context import PROJECT_ROOT, RunContext
 from engine.errors import StageError, TransportError
+from engine.secrets import add_secret_name
 
 WATCHDOG = PROJECT_ROOT / "remote_image" / "watchdog.py"
+POD_STATE_DIR = "/run/lorapod"  # watchdog.py's DEFAULT_DIR and start.sh's: the pod's own /run
+EXTRA_KEY = "watchdog-key"  # watchdog.py's EXTRA_KEY
+STATUS_WAIT_S = 60.0  # the watchdog reads its own pod with each key (a few requests) before it says
 
 
 def heartbeat_file(ctx: RunContext) -> str:
@@ -34,27 +50,106 @@ def deadline_env(ctx: RunContext) -> dict[str, str]:
         "LORAPOD_HEARTBEAT_FILE": heartbeat_file(ctx),
         "LORAPOD_HEARTBEAT_TIMEOUT_S": str(int(p.heartbeat_timeout_s)),
         "LORAPOD_API_URL": str(p.api_url),
+        "LORAPOD_WATCHDOG_POLL_S": f"{float(p.watchdog_poll_s):g}",
     }
 
 
-def start_watchdog(ctx: RunContext) -> None:
-    """Upload the watchdog and start it detached; the newest copy on a pod replaces the boot one."""
+def _put_private(ctx: RunContext, value: str, remote: str) -> None:
+    """A secret into a root-only file on the pod over SFTP: the folder is private before the file exists,
+    and the local copy lives only in a private temporary folder for the length of the upload."""
+    folder = posixpath.dirname(remote)
+    out: list[str] = []
+    if ctx.transport.exec(f"mkdir -p -m 700 {shlex.quote(folder)} && chmod 700 {shlex.quote(folder)}",
+                          on_line=out.append) != 0:
+        raise StageError(f"cannot make {folder} on the pod: {' '.join(out)[-200:]}")
+    with tempfile.TemporaryDirectory(prefix="lorapod-secret-") as private:
+        local = Path(private) / "secret"
+        fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(value)
+        ctx.transport.put(local, remote)
+    ctx.transport.exec(f"chmod 600 {shlex.quote(remote)}")
+
+
+def start_watchdog(ctx: RunContext) -> dict:
+    """Upload the watchdog (and the user's watchdog key), start it detached, and return what it reports:
+    {armed, credential, read, methods, reason}. Recorded in state.json and run-summary.json as `deadline`."""
+    p = ctx.cfg.provider
+    key_env = p.watchdog_api_key_env
+    if key_env:
+        add_secret_name(key_env)
+        if os.environ.get(key_env):
+            _put_private(ctx, os.environ[key_env], posixpath.join(POD_STATE_DIR, EXTRA_KEY))
     remote = posixpath.join(ctx.remote_dir, "watchdog.py")
     ctx.transport.put(WATCHDOG, remote)
     env = " ".join(f"{k}={shlex.quote(v)}" for k, v in deadline_env(ctx).items())
     log = posixpath.join(ctx.remote_dir, "watchdog.log")
     command = (f"touch {shlex.quote(heartbeat_file(ctx))} && {{ {env} setsid nohup {shlex.quote(ctx.remote_python)} "
-               f"{shlex.quote(remote)} > {shlex.quote(log)} 2>&1 < /dev/null & }} && echo started")
+               f"{shlex.quote(remote)} > {shlex.quote(log)} 2>&1 < /dev/null & echo \"watchdog pid $!\"; }}")
     out: list[str] = []
-    if ctx.transport.exec(command, on_line=out.append) != 0:
+    if ctx.transport.exec(command, on_line=out.append) != 0 or not out or not out[-1].startswith("watchdog pid "):
         raise StageError(f"could not start the pod's watchdog: {' '.join(out)[-300:]}",
                          "without it a pod could outlive a crashed lorapod; the run stops here")
-    logger.info(f"pod deadline armed: deleted after {ctx.cfg.provider.max_runtime_s}s, or "
-                f"{ctx.cfg.provider.heartbeat_timeout_s}s without a heartbeat from here")
+    status = _read_status(ctx, int(out[-1].split()[-1]), log)
+    deadline = {k: status.get(k) for k in ("armed", "credential", "read", "methods", "reason")}
+    deadline["armed"] = bool(deadline["armed"])
+    deadline["extra_key"] = bool(key_env and os.environ.get(key_env))
+    ctx.state.outputs["deadline"] = deadline
+    ctx.save()
+    _report(ctx, deadline)
+    return deadline
+
+
+def _read_status(ctx: RunContext, pid: int, log: str) -> dict:
+    """The status file of the watchdog we started, or of the one it left in charge."""
+    deadline = time.monotonic() + STATUS_WAIT_S
+    while time.monotonic() < deadline:
+        status = _cat_json(ctx, posixpath.join(POD_STATE_DIR, f"status-{pid}.json"))
+        if status.get("state") == "deferred" and status.get("deferred_to"):
+            pid = int(status["deferred_to"])
+            continue
+        if status.get("state") not in (None, "verifying"):
+            return status
+        time.sleep(0.5)
+    tail: list[str] = []
+    ctx.transport.exec(f"tail -n 5 {shlex.quote(log)}", on_line=tail.append)
+    return {"armed": False, "reason": f"the watchdog said nothing within {STATUS_WAIT_S:.0f}s; its log ends: "
+                                      + " | ".join(tail)[-400:]}
+
+
+def _cat_json(ctx: RunContext, path: str) -> dict:
+    lines: list[str] = []
+    ctx.transport.exec(f"cat {shlex.quote(path)} 2>/dev/null", on_line=lines.append)
+    try:
+        found = json.loads("\n".join(lines)) if lines else {}
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _report(ctx: RunContext, deadline: dict) -> None:
+    p = ctx.cfg.provider
+    if deadline["armed"]:
+        logger.info(f"pod deadline armed: the {deadline['credential']} can read the pod ({deadline['read']}); "
+                    f"it is deleted after {p.max_runtime_s}s, or {p.heartbeat_timeout_s}s without a heartbeat "
+                    f"from here (ways: {', '.join(deadline['methods'] or [])})")
+        return
+    pod = ctx.state.pod or {}
+    message = (f"THE POD'S DEADLINE IS NOT ARMED: {deadline['reason']}. If this machine dies, sleeps or loses its "
+               f"network from now on, nothing deletes pod {pod.get('id')} and it bills "
+               f"${pod.get('price_per_hour') or 0:.2f}/h until you delete it.")
+    fix = ("create a RunPod API key restricted to pods (console > Settings > API Keys), put it in .env as "
+           "LORAPOD_WATCHDOG_KEY=... and run with provider.watchdog_api_key_env=LORAPOD_WATCHDOG_KEY; "
+           "set provider.require_deadline=true to stop before training whenever this happens")
+    if p.require_deadline:
+        raise StageError(message + " provider.require_deadline is set, so the run stops before training.", fix)
+    logger.warning(f"{message}\n  To fix: {fix}.\n  Until then keep this machine awake and online, and check "
+                   "the RunPod console after the run.")
 
 
 class Heartbeat:
-    """Touches the heartbeat file every interval from a daemon thread until stopped."""
+    """Touches the heartbeat file every interval from a daemon thread until stopped. Nothing it meets stops
+    it: every failure is logged and the next beat is tried."""
 
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
@@ -71,13 +166,17 @@ class Heartbeat:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            transport = self.ctx.transport
-            if transport is None:
-                continue
             try:
-                transport.exec(self.command, timeout=30)
-            except (TransportError, OSError) as exc:  # a reconnect is under way; the next beat will tell
+                self.beat()
+            except TransportError as exc:  # a reconnect is under way; the next beat will tell
                 logger.debug(f"heartbeat missed: {exc}")
+            except Exception as exc:  # noqa: BLE001 - a dead heartbeat would let the watchdog delete a live run
+                logger.warning(f"heartbeat missed ({type(exc).__name__}: {exc}); trying again in {self.interval:g}s")
+
+    def beat(self) -> None:
+        transport = self.ctx.transport
+        if transport is not None:
+            transport.exec(self.command, timeout=30)
 
     def stop(self) -> None:
         self._stop.set()

@@ -38,6 +38,11 @@ class RunPodProviderConfig:
     max_runtime_s: int = 21600  # the pod deletes itself after this long, whatever happens to us
     heartbeat_timeout_s: int = 900  # ... or when we stop touching its heartbeat for this long
     heartbeat_interval_s: float = 30.0  # how often we touch it while the run is alive
+    watchdog_poll_s: float = 15.0  # how often the pod's watchdog checks its deadline and heartbeat
+    # A variable (environment or .env) holding a RunPod key you made for the watchdog (a restricted key): tried
+    # after the pod's own key, whose powers RunPod does not document. Sent to the pod in a root-only file.
+    watchdog_api_key_env: Optional[str] = None
+    require_deadline: bool = False  # stop before training when the pod's watchdog cannot verify its credentials
     workdir: str = "/workspace"  # remote.workdir when that is null
 
 

@@ -17,6 +17,10 @@
 #   SSH_PUBLIC_KEY, PUBLIC_KEY  OpenSSH public keys allowed to log in, one per line (RunPod fills PUBLIC_KEY
 #                               with the account's keys); both are used. Without any, sshd is not started:
 #                               password login is disabled, so nobody could log in.
+#   RUNPOD_POD_ID, RUNPOD_API_KEY
+#                               set by RunPod; saved first to $LORAPOD_WATCHDOG_DIR/credentials (root only),
+#                               because once sshd is PID 1 its process title overwrites /proc/1/environ and
+#                               a watchdog started over SSH could find them nowhere else
 #   LORAPOD_MAX_RUNTIME_S, LORAPOD_HEARTBEAT_FILE
 #                               either starts watchdog.py (see `watchdog.py --help` for all it reads)
 # Paths, overridable so tests can run this against the machine's own sshd:
@@ -26,7 +30,8 @@
 #   LORAPOD_SSH_PORT            port (default 22)
 #   LORAPOD_AUTHORIZED_KEYS     authorized_keys file (default $HOME/.ssh/authorized_keys)
 #   LORAPOD_PYTHON              interpreter for the watchdog (default python3)
-#   LORAPOD_WATCHDOG_DIR        the watchdog's lock and pid files (watchdog.py's default: /tmp/lorapod-watchdog)
+#   LORAPOD_WATCHDOG_DIR        the saved credentials and the watchdog's files (default /run/lorapod, as
+#                               watchdog.py's)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -37,8 +42,24 @@ port="${LORAPOD_SSH_PORT:-22}"
 authorized_keys="${LORAPOD_AUTHORIZED_KEYS:-${HOME:-/root}/.ssh/authorized_keys}"
 python="${LORAPOD_PYTHON:-python3}"
 
+state_dir="${LORAPOD_WATCHDOG_DIR:-/run/lorapod}"
+
 say() { echo "lorapod: $*"; }
 fail() { echo "lorapod: $*" >&2; }
+
+# Before anything else, and never with the key on a command line or in the log.
+if [[ -n "${RUNPOD_POD_ID:-}" && -n "${RUNPOD_API_KEY:-}" ]]; then
+    (
+        umask 077
+        mkdir -p "$state_dir"
+        chmod 700 "$state_dir"
+        printf 'RUNPOD_POD_ID=%s\nRUNPOD_API_KEY=%s\n' "$RUNPOD_POD_ID" "$RUNPOD_API_KEY" >"$state_dir/credentials.tmp"
+        mv -f "$state_dir/credentials.tmp" "$state_dir/credentials"
+    )
+    say "pod id and pod key saved for the watchdog in $state_dir/credentials (root only)"
+else
+    say "no RUNPOD_POD_ID and RUNPOD_API_KEY: not on RunPod, no credentials saved"
+fi
 
 # First, so that a pod which cannot start sshd still deletes itself at its deadline.
 watchdog_pid=""

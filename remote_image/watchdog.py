@@ -2,66 +2,96 @@
 """lorapod's pod watchdog: the pod deletes itself when its run overstays, even if lorapod is gone.
 
 RunPod does not enforce a pod's terminateAfter, so a pod whose orchestrator died keeps billing. This
-process, started from boot by start.sh and again by lorapod after it connects, deletes its own pod through
-RunPod's API with the pod-scoped key RunPod puts in the container (never the user's key) when
+process, started from boot by start.sh and again by lorapod after it connects, deletes its own pod when
 
   * the deadline passes: LORAPOD_MAX_RUNTIME_S seconds after LORAPOD_STARTED_AT (or after its own start), or
   * the heartbeat goes stale: LORAPOD_HEARTBEAT_FILE, which lorapod touches over SSH, has not been touched
-    for LORAPOD_HEARTBEAT_TIMEOUT_S seconds (counted only once the file exists).
+    for LORAPOD_HEARTBEAT_TIMEOUT_S seconds. Before the file exists, the watchdog's own start counts as the
+    last beat: a lorapod that died before it ever connected stops the pod too.
 
-Standard library only, so it runs on any image that has python3 (lorapod's or Unsloth's). Run --help for
-its environment variables.
+Credentials. RunPod puts the pod id and a pod-scoped key into the container's environment, which only PID 1
+has: an SSH session starts with a fresh one, and an image whose PID 1 is sshd loses it from /proc/1/environ
+(sshd writes its process title over it). So the watchdog takes them from, in order: its own environment
+(the boot copy start.sh starts), the file start.sh saves before it execs anything (<dir>/credentials), and
+/proc/1/environ (images whose PID 1 is a shell). A key the user made for this purpose (a RunPod restricted
+key) may be in <dir>/watchdog-key, uploaded by lorapod; it is tried after the pod key.
 
-One watchdog per pod, the newest wins: a starting watchdog takes the lock file in LORAPOD_WATCHDOG_DIR and
-stops the one holding it (SIGTERM), so the copy lorapod uploads replaces the boot copy. A watchdog whose
-configuration is invalid exits before touching the lock, leaving the running one in charge.
+Deleting. What a pod-scoped key may do is not documented (one report from a real pod: REST refused with 403
+while GraphQL worked), so every way is tried, in order, with each key until one works: REST
+DELETE /pods/{id}; REST POST /pods/{id}/action terminate; GraphQL podTerminate (the API URL's /v2 replaced
+by /graphql); `runpodctl remove pod` when the image has it. 401/403 mean "try the next way"; network
+errors, 5xx and 429 are retried with backoff.
 
-Log lines go to stdout as `<UTC time> lorapod-watchdog[<pid>]: <message>`. The API key is never printed.
-Exit status: 0 after deleting the pod (or, outside RunPod, after saying it would), or when replaced;
+Armed means verified. At start the watchdog reads its own pod with each key (REST, then GraphQL) and writes
+what it found to <dir>/status-<pid>.json, which lorapod reads: the credential, the read that worked, the
+ways it will try, and `armed` — true only when an authenticated read of its own pod succeeded.
+
+One watchdog per pod, the newest wins: a starting watchdog takes the lock file in <dir> and stops the one
+holding it (SIGTERM) — except that a copy without credentials never replaces one that has them. A
+watchdog whose configuration is invalid exits before touching the lock. Nothing read from the heartbeat
+file or the network ever stops it: each check that fails is logged and the loop goes on.
+
+Standard library only, so it runs on any image that has python3. Log lines go to stdout as
+`<UTC time> lorapod-watchdog[<pid>]: <message>`; no key is ever printed. Exit status: 0 after deleting the
+pod (or, outside RunPod, after saying it would), when replaced, or when it left a running one in charge;
 2 for an invalid configuration; 1 when the running watchdog could not be replaced.
 """
 from __future__ import annotations
 
 import argparse
 import fcntl
+import itertools
 import json
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Callable, Optional
 
 DEFAULT_API_URL = "https://api.runpod.io/v2"
 DEFAULT_POLL_S = 15.0
-DEFAULT_DIR = "/tmp/lorapod-watchdog"
-# Where a process started over SSH finds what RunPod put in the container's environment: sshd does not
-# pass it on, and images differ in whether they export it to login shells.
+# The pod's own /run: not on a network volume, private to the container, gone with it.
+DEFAULT_DIR = "/run/lorapod"
+CREDENTIALS = "credentials"  # written by start.sh, KEY=VALUE lines, root only
+EXTRA_KEY = "watchdog-key"  # the user's own key for this purpose, uploaded by lorapod, root only
 CONTAINER_ENVIRON = "/proc/1/environ"
 RUNPOD_VARS = ("RUNPOD_POD_ID", "RUNPOD_API_KEY")
 MAX_RETRY_DELAY_S = 60.0
 REPLACE_WAIT_S = 10.0
+HTTP_TIMEOUT_S = 30.0
+VERIFY_TRIES = 3
 
-ENV_HELP = """environment:
+ENV_HELP = f"""environment:
   LORAPOD_MAX_RUNTIME_S        delete the pod this many seconds after the start time
   LORAPOD_STARTED_AT           the start time, epoch seconds (default: when this watchdog started)
   LORAPOD_HEARTBEAT_FILE       a file lorapod touches while it is alive (optional)
-  LORAPOD_HEARTBEAT_TIMEOUT_S  delete the pod when that file is this many seconds old; no file, no timeout
-  LORAPOD_API_URL              RunPod's REST API (default: https://api.runpod.io/v2)
-  LORAPOD_WATCHDOG_POLL_S      seconds between checks (default: 15)
-  LORAPOD_WATCHDOG_DIR         holds watchdog.lock and watchdog.pid (default: /tmp/lorapod-watchdog)
+  LORAPOD_HEARTBEAT_TIMEOUT_S  delete the pod when that file is this many seconds old (while it does not
+                               exist yet: this many seconds after the watchdog started)
+  LORAPOD_API_URL              RunPod's REST API (default: {DEFAULT_API_URL}); GraphQL is beside it
+  LORAPOD_WATCHDOG_POLL_S      seconds between checks (default: {DEFAULT_POLL_S:g})
+  LORAPOD_WATCHDOG_DIR         lock, pid and status files, {CREDENTIALS} and {EXTRA_KEY} (default: {DEFAULT_DIR})
   RUNPOD_POD_ID, RUNPOD_API_KEY
-                               set by RunPod in the container; read from /proc/1/environ when this process
-                               was started without them (over SSH); set but empty: not read from there.
+                               set by RunPod in the container; when this process was started without them
+                               (over SSH), read from $LORAPOD_WATCHDOG_DIR/{CREDENTIALS}, else from
+                               {CONTAINER_ENVIRON}. Set but empty: looked for nowhere else.
                                No pod id: the watchdog only logs.
 At least one of LORAPOD_MAX_RUNTIME_S and LORAPOD_HEARTBEAT_FILE is required."""
 
 
 class ConfigError(ValueError):
     pass
+
+
+@dataclass
+class Key:
+    label: str  # what it is and where it came from, for logs and the status file; never the key
+    value: str
 
 
 @dataclass
@@ -74,7 +104,19 @@ class Config:
     poll_s: float
     workdir: str
     pod_id: Optional[str]
-    api_key: Optional[str]
+    keys: list[Key] = field(default_factory=list)
+    watch_start: float = 0.0  # this process's start: the last beat while the heartbeat file does not exist
+
+    @property
+    def graphql_url(self) -> str:
+        """GraphQL beside the REST API: https://api.runpod.io/v2 -> https://api.runpod.io/graphql."""
+        base = self.api_url[:-3] if self.api_url.endswith("/v2") else self.api_url
+        return base + "/graphql"
+
+    def hide(self, text: str) -> str:
+        for key in self.keys:
+            text = text.replace(key.value, "***").replace(urllib.parse.quote(key.value, safe=""), "***")
+        return text
 
 
 def log(message: str) -> None:
@@ -82,15 +124,30 @@ def log(message: str) -> None:
     print(f"{stamp} lorapod-watchdog[{os.getpid()}]: {message}", flush=True)
 
 
-def container_environ(path: str = CONTAINER_ENVIRON) -> dict[str, str]:
-    """RunPod's variables from the container's first process; empty when unreadable (not root, not Linux)."""
+# ---------------------------------------------------------------------------------------------- configuration
+
+def read_pairs(path: str, separator: bytes) -> dict[str, str]:
+    """RunPod's variables from a file of KEY=VALUE entries; empty when it cannot be read."""
     try:
         with open(path, "rb") as fh:
-            entries = fh.read().split(b"\0")
+            entries = fh.read().split(separator)
     except OSError:
         return {}
-    pairs = (e.decode(errors="replace").partition("=") for e in entries if b"=" in e)
-    return {k: v for k, _, v in pairs if k in RUNPOD_VARS}
+    pairs = (e.decode(errors="replace").strip("\r\n").partition("=") for e in entries if b"=" in e)
+    return {k: v for k, _, v in pairs if k in RUNPOD_VARS and v}
+
+
+def find_credentials(env: dict[str, str], workdir: str,
+                     environ_path: str = CONTAINER_ENVIRON) -> tuple[Optional[str], Optional[str], str]:
+    """(pod id, pod key, where they came from), in the order the module docstring gives."""
+    if "RUNPOD_POD_ID" in env or "RUNPOD_API_KEY" in env:
+        # Our own environment wins even when empty: RUNPOD_POD_ID= means "not on RunPod".
+        return env.get("RUNPOD_POD_ID") or None, env.get("RUNPOD_API_KEY") or None, "this process's environment"
+    saved = os.path.join(workdir, CREDENTIALS)
+    for found, source in ((read_pairs(saved, b"\n"), saved), (read_pairs(environ_path, b"\0"), environ_path)):
+        if found.get("RUNPOD_POD_ID"):
+            return found["RUNPOD_POD_ID"], found.get("RUNPOD_API_KEY"), source
+    return None, None, "nowhere"
 
 
 def _seconds(env: dict[str, str], name: str, positive: bool = True) -> Optional[float]:
@@ -106,8 +163,7 @@ def _seconds(env: dict[str, str], name: str, positive: bool = True) -> Optional[
     return value
 
 
-def load_config(env: dict[str, str], now: float, fallback: dict[str, str]) -> Config:
-    """The configuration from the environment; `fallback` fills RunPod's variables that `env` lacks."""
+def load_config(env: dict[str, str], now: float, environ_path: str = CONTAINER_ENVIRON) -> Config:
     max_runtime = _seconds(env, "LORAPOD_MAX_RUNTIME_S")
     started_at = _seconds(env, "LORAPOD_STARTED_AT", positive=False)
     heartbeat_file = env.get("LORAPOD_HEARTBEAT_FILE") or None
@@ -117,12 +173,16 @@ def load_config(env: dict[str, str], now: float, fallback: dict[str, str]) -> Co
         raise ConfigError("nothing to watch: set LORAPOD_MAX_RUNTIME_S and/or LORAPOD_HEARTBEAT_FILE")
     if heartbeat_file is not None and heartbeat_timeout is None:
         raise ConfigError("LORAPOD_HEARTBEAT_FILE needs LORAPOD_HEARTBEAT_TIMEOUT_S")
-    # A variable set in our own environment wins even when empty: RUNPOD_POD_ID= means "not on RunPod".
-    pod_id = (env["RUNPOD_POD_ID"] if "RUNPOD_POD_ID" in env else fallback.get("RUNPOD_POD_ID")) or None
-    api_key = (env["RUNPOD_API_KEY"] if "RUNPOD_API_KEY" in env else fallback.get("RUNPOD_API_KEY")) or None
-    if pod_id and not api_key:
-        raise ConfigError(f"RUNPOD_POD_ID is {pod_id} but RUNPOD_API_KEY is not set: the pod could not delete "
-                          "itself. RunPod sets both in every pod; run this where they are visible")
+    workdir = env.get("LORAPOD_WATCHDOG_DIR") or DEFAULT_DIR
+    pod_id, pod_key, source = find_credentials(env, workdir, environ_path)
+    keys = [Key(f"pod key (from {source})", pod_key)] if pod_id and pod_key else []
+    try:
+        with open(os.path.join(workdir, EXTRA_KEY), encoding="utf-8") as fh:
+            extra = fh.read().strip()
+    except OSError:
+        extra = ""
+    if pod_id and extra:
+        keys.append(Key(f"your watchdog key (from {os.path.join(workdir, EXTRA_KEY)})", extra))
     return Config(
         max_runtime_s=max_runtime,
         started_at=now if started_at is None else started_at,
@@ -130,30 +190,259 @@ def load_config(env: dict[str, str], now: float, fallback: dict[str, str]) -> Co
         heartbeat_timeout_s=heartbeat_timeout,
         api_url=(env.get("LORAPOD_API_URL") or DEFAULT_API_URL).rstrip("/"),
         poll_s=DEFAULT_POLL_S if poll is None else poll,
-        workdir=env.get("LORAPOD_WATCHDOG_DIR") or DEFAULT_DIR,
+        workdir=workdir,
         pod_id=pod_id,
-        api_key=api_key,
+        keys=keys,
+        watch_start=now,
     )
 
 
-def heartbeat_mtime(cfg: Config) -> Optional[float]:
-    if cfg.heartbeat_file is None:
-        return None
-    try:
-        return os.stat(cfg.heartbeat_file).st_mtime
-    except FileNotFoundError:
-        return None
+# ---------------------------------------------------------------------------------------------- when to delete
+
+class Heartbeat:
+    """The heartbeat file's last known mtime. A read that fails for any reason but "no file yet" (a
+    permission change, EIO on a network volume) keeps the last value: the beat only ages, so a file that
+    stays unreadable ends in a deletion rather than a pod that bills forever."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.last: Optional[float] = None
+        self._error: Optional[str] = None
+
+    def read(self) -> Optional[float]:
+        if self.cfg.heartbeat_file is None:
+            return None
+        try:
+            self.last = os.stat(self.cfg.heartbeat_file).st_mtime
+            self._error = None
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+            if problem != self._error:
+                log(f"cannot read the heartbeat file ({problem}); counting from its last known time")
+                self._error = problem
+        return self.last
 
 
 def reason_to_delete(cfg: Config, now: float, beat: Optional[float]) -> Optional[str]:
-    """Why the pod must go now, or None. `beat` is the heartbeat file's mtime (None: no file yet)."""
+    """Why the pod must go now, or None. `beat` is the heartbeat file's mtime (None: no file seen yet)."""
     if cfg.max_runtime_s is not None and now >= cfg.started_at + cfg.max_runtime_s:
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cfg.started_at))
         return f"deadline passed: LORAPOD_MAX_RUNTIME_S={cfg.max_runtime_s:g} counted from {started}"
+    if cfg.heartbeat_file is None:
+        return None
+    if beat is None and now - cfg.watch_start > cfg.heartbeat_timeout_s:
+        return (f"no heartbeat: {cfg.heartbeat_file} was never touched in the {now - cfg.watch_start:.0f}s since "
+                f"this watchdog started (LORAPOD_HEARTBEAT_TIMEOUT_S={cfg.heartbeat_timeout_s:g})")
     if beat is not None and now - beat > cfg.heartbeat_timeout_s:
         return (f"heartbeat stale: {cfg.heartbeat_file} last touched {now - beat:.0f}s ago "
                 f"(LORAPOD_HEARTBEAT_TIMEOUT_S={cfg.heartbeat_timeout_s:g})")
     return None
+
+
+# ---------------------------------------------------------------------------------------------- the API
+
+DONE, GONE, REFUSED, FAILED = "done", "gone", "refused", "failed"  # outcomes of one attempt
+
+
+@dataclass
+class Outcome:
+    kind: str  # DONE, GONE, REFUSED (401/403: try the next way) or FAILED (retry later)
+    detail: str
+
+
+def _http(method: str, url: str, key: str, body: Optional[dict] = None,
+          timeout: float = HTTP_TIMEOUT_S) -> tuple[int, bytes]:
+    """(status, body) of one request; raises OSError (URLError included) when no answer came."""
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Authorization": f"Bearer {key}", "User-Agent": "lorapod-watchdog"}
+    if data is not None:
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read(100_000)
+    except urllib.error.HTTPError as exc:
+        try:
+            text = exc.read(2000)
+        except OSError:
+            text = b""
+        return exc.code, text
+
+
+def _problem(raw: bytes) -> str:
+    """RunPod's problem+json title/detail (or GraphQL's error messages), short; raw text otherwise."""
+    text = raw.decode(errors="replace")
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return text.strip()[:300]
+    if isinstance(doc, dict) and isinstance(doc.get("errors"), list):
+        return "; ".join(str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in doc["errors"])[:300]
+    if isinstance(doc, dict):
+        return " ".join(str(doc[k]) for k in ("title", "detail") if doc.get(k))[:300]
+    return text.strip()[:300]
+
+
+def _judge(status: int, raw: bytes, ok: str) -> Outcome:
+    if 200 <= status < 300:
+        return Outcome(DONE, f"{status}: {ok}")
+    if status == 404:
+        return Outcome(GONE, "404: the pod is already gone")
+    kind = REFUSED if status in (401, 403) else FAILED
+    return Outcome(kind, f"HTTP {status} {_problem(raw)}".strip())
+
+
+def _graphql(cfg: Config, key: str, query: str, variables: dict, timeout: float = HTTP_TIMEOUT_S) -> tuple[int, dict, bytes]:
+    # RunPod documents the key as the api_key query parameter; public scripts send a Bearer header: both go.
+    url = f"{cfg.graphql_url}?api_key={urllib.parse.quote(key, safe='')}"
+    status, raw = _http("POST", url, key, {"query": query, "variables": variables}, timeout)
+    try:
+        doc = json.loads(raw.decode(errors="replace")) if raw else {}
+    except ValueError:
+        doc = {}
+    return status, doc if isinstance(doc, dict) else {}, raw
+
+
+def _pod_url(cfg: Config) -> str:
+    return f"{cfg.api_url}/pods/{urllib.parse.quote(cfg.pod_id, safe='')}"
+
+
+def rest_delete(cfg: Config, key: str) -> Outcome:
+    status, raw = _http("DELETE", _pod_url(cfg), key)
+    return _judge(status, raw, "the pod is being deleted")
+
+
+def rest_action(cfg: Config, key: str) -> Outcome:
+    status, raw = _http("POST", _pod_url(cfg) + "/action", key, {"action": "terminate"})
+    return _judge(status, raw, "the pod is being terminated")
+
+
+def graphql_terminate(cfg: Config, key: str) -> Outcome:
+    status, doc, raw = _graphql(cfg, key, "mutation Terminate($input: PodTerminateInput!) "
+                                          "{ podTerminate(input: $input) }", {"input": {"podId": cfg.pod_id}})
+    if status == 200 and not doc.get("errors") and "data" in doc:
+        return Outcome(DONE, "podTerminate accepted: the pod is being terminated")
+    if status == 200:  # GraphQL answers a refusal with 200 and `errors`: this way does not work for this key
+        return Outcome(REFUSED, f"podTerminate refused: {_problem(raw)}")
+    return _judge(status, raw, "")
+
+
+def runpodctl_remove(cfg: Config, key: str) -> Outcome:
+    tool = shutil.which("runpodctl")
+    if tool is None:
+        return Outcome(REFUSED, "runpodctl is not installed")
+    try:  # the key in its environment: never on a command line that `ps` shows
+        done = subprocess.run([tool, "remove", "pod", cfg.pod_id], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "RUNPOD_API_KEY": key}, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Outcome(FAILED, f"runpodctl failed: {exc}")
+    said = (done.stdout + done.stderr).strip().replace("\n", " ")[-300:]
+    return Outcome(DONE if done.returncode == 0 else REFUSED, f"runpodctl exit {done.returncode}: {said}")
+
+
+WAYS: list[tuple[str, Callable[[Config, str], Outcome]]] = [
+    ("rest-delete", rest_delete), ("rest-action", rest_action), ("graphql", graphql_terminate),
+    ("runpodctl", runpodctl_remove),
+]
+
+
+def methods() -> list[str]:
+    """The ways this watchdog will try, in order (runpodctl only when the image has it)."""
+    return [name for name, _ in WAYS if name != "runpodctl" or shutil.which("runpodctl")]
+
+
+def rest_read(cfg: Config, key: str) -> Outcome:
+    status, raw = _http("GET", _pod_url(cfg), key, timeout=10)
+    return _judge(status, raw, "read its own pod")
+
+
+def graphql_read(cfg: Config, key: str) -> Outcome:
+    status, doc, raw = _graphql(cfg, key, "query Pod($input: PodFilter!) { pod(input: $input) { id desiredStatus } }",
+                                {"input": {"podId": cfg.pod_id}}, timeout=10)
+    pod = (doc.get("data") or {}).get("pod") if status == 200 else None
+    if isinstance(pod, dict) and pod.get("id") == cfg.pod_id:
+        return Outcome(DONE, "read its own pod")
+    if status == 200:
+        return Outcome(REFUSED, f"pod query refused: {_problem(raw) or 'no such pod'}")
+    return _judge(status, raw, "")
+
+
+def attempt(cfg: Config, way: Callable[[Config, str], Outcome], key: Key) -> Outcome:
+    """One try; any exception is an outcome too (FAILED), so nothing the network does stops the watchdog."""
+    try:
+        outcome = way(cfg, key.value)
+    except Exception as exc:  # noqa: BLE001 - a watchdog that dies on a surprise leaves the pod billing
+        outcome = Outcome(FAILED, f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}")
+    outcome.detail = cfg.hide(outcome.detail)
+    return outcome
+
+
+def verify(cfg: Config) -> dict:
+    """Whether a key of ours can read this pod (REST, else GraphQL): what lorapod reports as armed."""
+    if not cfg.pod_id:
+        return {"armed": False, "credential": None, "read": None,
+                "reason": "no RUNPOD_POD_ID: not on RunPod, nothing to delete"}
+    if not cfg.keys:
+        return {"armed": False, "credential": None, "read": None,
+                "reason": f"pod {cfg.pod_id} but no key: not in this environment, {CREDENTIALS}, /proc/1/environ "
+                          f"or {EXTRA_KEY}"}
+    problems: list[str] = []
+    for round_ in range(VERIFY_TRIES):
+        problems, transient = [], False
+        for key in cfg.keys:
+            for name, read in (("rest", rest_read), ("graphql", graphql_read)):
+                outcome = attempt(cfg, read, key)
+                if outcome.kind == DONE:
+                    return {"armed": True, "credential": key.label, "read": name, "reason": None}
+                problems.append(f"{name} with the {key.label}: {outcome.detail}")
+                transient = transient or outcome.kind == FAILED
+        if not transient:
+            break
+        time.sleep(min(cfg.poll_s * 2 ** round_, 5.0))
+    return {"armed": False, "credential": None, "read": None, "reason": "; ".join(problems)}
+
+
+def delete_pod(cfg: Config) -> None:
+    """Every way with every key, in order, until one deletes the pod (or finds it gone). Transient failures
+    are retried with backoff; when every way was refused, the next round waits the longest delay."""
+    for round_ in itertools.count():
+        refused_all = True
+        for key in cfg.keys:
+            for name, way in WAYS:
+                outcome = attempt(cfg, way, key)
+                log(f"{name} with the {key.label}: {outcome.detail}")
+                if outcome.kind in (DONE, GONE):
+                    return
+                refused_all = refused_all and outcome.kind == REFUSED
+        if refused_all:
+            delay = MAX_RETRY_DELAY_S
+            log(f"every way to delete pod {cfg.pod_id} was refused: it keeps billing until someone deletes it; "
+                f"trying again in {delay:g}s")
+        else:
+            delay = min(MAX_RETRY_DELAY_S, cfg.poll_s * 2 ** round_)
+            log(f"could not reach RunPod; trying again in {delay:g}s")
+        time.sleep(delay)
+
+
+# ---------------------------------------------------------------------------------------------- one per pod
+
+def status_path(workdir: str, pid: int) -> str:
+    return os.path.join(workdir, f"status-{pid}.json")
+
+
+def write_status(cfg: Config, **fields) -> None:
+    """What lorapod reads to tell whether the pod's deadline is armed; never a key."""
+    doc = {"pid": os.getpid(), "pod_id": cfg.pod_id, "has_credentials": bool(cfg.keys),
+           "methods": methods() if cfg.keys else [], **fields}
+    path = status_path(cfg.workdir, os.getpid())
+    try:
+        with open(path + ".tmp", "w", encoding="utf-8") as fh:
+            json.dump(doc, fh)
+        os.replace(path + ".tmp", path)
+    except OSError as exc:
+        log(f"cannot write {path}: {exc}")
 
 
 def _running_watchdog(pid_file: str) -> Optional[int]:
@@ -167,15 +456,28 @@ def _running_watchdog(pid_file: str) -> Optional[int]:
         return None
 
 
-def take_over(workdir: str) -> None:
-    """Hold the lock for the rest of this process's life (the fd is never closed), stopping its holder."""
-    os.makedirs(workdir, exist_ok=True)
-    lock_path, pid_path = os.path.join(workdir, "watchdog.lock"), os.path.join(workdir, "watchdog.pid")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+def _has_credentials(workdir: str, pid: int) -> bool:
+    try:
+        with open(status_path(workdir, pid), encoding="utf-8") as fh:
+            return bool(json.load(fh).get("has_credentials"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def take_over(cfg: Config) -> bool:
+    """Hold the lock for the rest of this process's life (the fd is never closed), stopping its holder.
+    False when this copy has no credentials and the holder has: the holder stays in charge."""
+    os.makedirs(cfg.workdir, mode=0o700, exist_ok=True)
+    lock_path, pid_path = os.path.join(cfg.workdir, "watchdog.lock"), os.path.join(cfg.workdir, "watchdog.pid")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         old = _running_watchdog(pid_path)
+        if old is not None and not cfg.keys and _has_credentials(cfg.workdir, old):
+            log(f"no credentials here, and the running watchdog (pid {old}) has them: it stays in charge")
+            write_status(cfg, state="deferred", deferred_to=old, armed=False)
+            return False
         if old is not None:
             log(f"replacing the watchdog already running (pid {old})")
             os.kill(old, signal.SIGTERM)
@@ -191,48 +493,25 @@ def take_over(workdir: str) -> None:
                 time.sleep(0.1)
     with open(pid_path, "w") as fh:
         fh.write(f"{os.getpid()}\n")
-
-
-def delete_pod(cfg: Config) -> None:
-    """DELETE the pod until the API answers 2xx or 404 (already gone). Every other outcome is retried."""
-    url = f"{cfg.api_url}/pods/{urllib.parse.quote(cfg.pod_id, safe='')}"
-    headers = {"Authorization": f"Bearer {cfg.api_key}", "User-Agent": "lorapod-watchdog"}
-    attempt = 0
-    while True:
-        request = urllib.request.Request(url, method="DELETE", headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                log(f"DELETE {url} -> {response.status}: pod {cfg.pod_id} is being deleted")
-                return
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                log(f"DELETE {url} -> 404: pod {cfg.pod_id} is already gone")
-                return
-            problem = f"HTTP {exc.code} {_detail(exc)}"
-        except (urllib.error.URLError, OSError) as exc:
-            problem = str(getattr(exc, "reason", exc))
-        delay = min(MAX_RETRY_DELAY_S, cfg.poll_s * 2 ** attempt)
-        attempt += 1
-        log(f"DELETE {url} failed ({problem.replace(cfg.api_key, '***')}); retrying in {delay:g}s")
-        time.sleep(delay)
-
-
-def _detail(exc: urllib.error.HTTPError) -> str:
-    """The problem+json title/detail RunPod answers with, short; raw text when it is not JSON."""
-    try:
-        body = exc.read(2000).decode(errors="replace")
-    except OSError:
-        return ""
-    try:
-        problem = json.loads(body)
-        return " ".join(str(problem[k]) for k in ("title", "detail") if problem.get(k))[:300]
-    except (ValueError, AttributeError):
-        return body.strip()[:300]
+    return True
 
 
 def _stop(signum, frame) -> None:
     log("stopped by SIGTERM (replaced by a newer watchdog, or the container is stopping)")
     sys.exit(0)
+
+
+def watch(cfg: Config) -> str:
+    """Sleeps until the pod must go; returns why. A check that raises is logged and the loop goes on."""
+    beat = Heartbeat(cfg)
+    while True:
+        try:
+            reason = reason_to_delete(cfg, time.time(), beat.read())
+            if reason is not None:
+                return reason
+        except Exception as exc:  # noqa: BLE001 - see the docstring: nothing stops the watchdog
+            log(f"check failed ({type(exc).__name__}: {exc}); going on")
+        time.sleep(cfg.poll_s)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -241,27 +520,39 @@ def main(argv: Optional[list[str]] = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     ).parse_args(argv)
     try:
-        cfg = load_config(dict(os.environ), time.time(), container_environ())
+        cfg = load_config(dict(os.environ), time.time())
     except ConfigError as exc:
         log(f"not started: {exc}")
         return 2
     signal.signal(signal.SIGTERM, _stop)
-    take_over(cfg.workdir)
+    if not take_over(cfg):
+        return 0
+    write_status(cfg, state="verifying", armed=False)
+    found = verify(cfg)
+    write_status(cfg, state="watching", **found)
     watching = []
     if cfg.max_runtime_s is not None:
         watching.append(f"deadline {cfg.max_runtime_s:g}s")
     if cfg.heartbeat_file is not None:
         watching.append(f"heartbeat {cfg.heartbeat_file} (timeout {cfg.heartbeat_timeout_s:g}s)")
-    where = f"pod {cfg.pod_id}" if cfg.pod_id else "no RUNPOD_POD_ID: not on RunPod, will only log"
+    if found["armed"]:
+        where = f"pod {cfg.pod_id}, armed: the {found['credential']} can read it ({found['read']}); " \
+                f"will try {', '.join(methods())}"
+    else:
+        where = f"NOT ARMED: {found['reason']}"
     log(f"watching {' and '.join(watching)}; {where}")
 
-    while (reason := reason_to_delete(cfg, time.time(), heartbeat_mtime(cfg))) is None:
-        time.sleep(cfg.poll_s)
+    reason = watch(cfg)
     log(reason)
     if not cfg.pod_id:
         log("would delete the pod now, but RUNPOD_POD_ID is not set: not on RunPod, nothing to delete")
         return 0
+    if not cfg.keys:
+        log(f"would delete pod {cfg.pod_id} now, but no key was found: it keeps billing")
+        return 0
+    write_status(cfg, state="deleting", **found)
     delete_pod(cfg)
+    write_status(cfg, state="deleted", **found)
     return 0
 
 

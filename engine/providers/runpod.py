@@ -60,6 +60,8 @@ class RunPodProvider:
         self.default_python = ctx.cfg.image.python
         self._api: RunPodApi | None = None
         add_secret_name(self.settings.api_key_env)  # whatever the variable is called, its value never reaches a log
+        if self.settings.watchdog_api_key_env:
+            add_secret_name(self.settings.watchdog_api_key_env)
         self._spec: PodSpec | None = None
         self._queue: list[tuple[dict, str]] = []  # candidates not tried yet: the next ones after a failed host
         self._attempts: list[Attempt] = []
@@ -85,9 +87,12 @@ class RunPodProvider:
             if cloud not in CLOUDS:
                 problems.append(("provider.cloud_order", f"{cloud!r} is not one of {', '.join(CLOUDS)}"))
         for key in ("ready_timeout_s", "max_runtime_s", "heartbeat_timeout_s", "poll_interval_s", "disk_gb",
-                    "public_ip_timeout_s", "reconcile_s"):
+                    "public_ip_timeout_s", "reconcile_s", "watchdog_poll_s"):
             if p[key] <= 0:
                 problems.append((f"provider.{key}", f"must be > 0 (got {p[key]})"))
+        if p.watchdog_api_key_env and not os.environ.get(p.watchdog_api_key_env):
+            problems.append(("provider.watchdog_api_key_env", f"names {p.watchdog_api_key_env}, which is not set: "
+                                                              "export it or put it in .env, or drop the setting"))
         if p.network_volume_id and "SECURE" not in p.cloud_order:
             problems.append(("provider.network_volume_id", "needs SECURE in provider.cloud_order: network volumes "
                                                            "exist only in SECURE cloud"))
@@ -400,11 +405,12 @@ class RunPodProvider:
         return "container log:\n    " + "\n    ".join(log[-lines:]) if log else "(its container log is empty)"
 
     def after_connect(self, ctx: RunContext) -> None:
-        """Arm the pod's own deadline as soon as we can reach it (see engine.deadline)."""
+        """Arm the pod's own deadline as soon as we can reach it (see engine.deadline). The heartbeat starts
+        first: a watchdog that is not armed still stops the run only after we said so, never a live pod."""
         from engine.deadline import Heartbeat, start_watchdog
 
-        start_watchdog(ctx)
         ctx.closers.append(Heartbeat(ctx).start().stop)
+        start_watchdog(ctx)
 
     # -- terminate ---------------------------------------------------------------------------------------
 

@@ -21,16 +21,41 @@ def runpod_api():
     api = FakeRunPodApi()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_DELETE(self):
-            api.requests.append(Recorded("DELETE", self.path, self.headers.get("Authorization")))
-            status = api.statuses.pop(0) if api.statuses else 204
-            body = b"" if status == 204 else json.dumps({"title": "scripted", "status": status}).encode()
+        def _serve(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length) or b"null") if length else None
+            path = self.path.split("?")[0]
+            way = {"GET": "rest-read", "DELETE": "rest-delete"}.get(self.command, "?")
+            if self.command == "POST" and path.endswith("/action"):
+                way = "rest-action"
+            elif self.command == "POST" and path.endswith("/graphql"):
+                way = "graphql" if "podTerminate" in (body or {}).get("query", "") else "graphql-read"
+            api.requests.append(Recorded(self.command, path, self.headers.get("Authorization"), way, body))
+            status = api.answer(way)
+            if way.startswith("graphql"):
+                pod_id = ((body or {}).get("variables") or {}).get("input", {}).get("podId")
+                refused = status == 403
+                status = 200 if refused or not status else status
+                doc = {"errors": [{"message": "access denied"}], "data": None} if refused else \
+                    {"data": {"podTerminate": None} if way == "graphql" else {"pod": {"id": pod_id}}}
+                self._send(status, doc)
+            elif status in (0, 204) and way == "rest-delete":
+                self._send(204, None)
+            elif status == 0:
+                self._send(200, {"id": path.split("/")[3] if path.count("/") >= 3 else "", "status": "RUNNING"})
+            else:
+                self._send(status, {"title": "scripted", "status": status})
+            api.arrived.set()
+
+        do_GET = do_DELETE = do_POST = _serve
+
+        def _send(self, status, doc):
+            body = b"" if doc is None else json.dumps(doc).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/problem+json")
+            self.send_header("Content-Type", "application/json" if status < 400 else "application/problem+json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
-            api.arrived.set()
 
         def log_message(self, *args):
             pass

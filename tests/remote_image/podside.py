@@ -22,22 +22,36 @@ class Recorded:
     method: str
     path: str
     authorization: str | None
+    way: str = ""  # rest-read, rest-delete, rest-action, graphql-read, graphql (terminate), or "?"
+    body: dict | None = None
 
 
 @dataclass
 class FakeRunPodApi:
-    """DELETE /v2/pods/{id} answering the scripted statuses in turn, then 204; every request is recorded."""
+    """RunPod's pod routes as a pod's watchdog uses them, each answering its scripted statuses in turn and then
+    the usual success; `refuse` holds the ways that always answer 403 (GraphQL: 200 with `errors`, as
+    GraphQL refuses), for a pod key whose powers differ. Every request is recorded with its way."""
 
-    statuses: list[int] = field(default_factory=list)
+    statuses: dict[str, list[int]] = field(default_factory=dict)  # way -> statuses to answer first
+    refuse: set[str] = field(default_factory=set)
     requests: list[Recorded] = field(default_factory=list)
     arrived: threading.Event = field(default_factory=threading.Event)
     url: str = ""
 
-    def wait_for(self, count: int = 1) -> list[Recorded]:
-        while len(self.requests) < count:
+    def answer(self, way: str) -> int:
+        if way in self.refuse:
+            return 403
+        queued = self.statuses.get(way) or []
+        return queued.pop(0) if queued else 0  # 0: the route's success
+
+    def wait_for(self, count: int = 1, way: str | None = None) -> list[Recorded]:
+        while len(self.of(way)) < count:
             assert self.arrived.wait(WAIT_S), f"{count} request(s) expected, got {self.requests}"
             self.arrived.clear()
-        return self.requests
+        return self.of(way)
+
+    def of(self, way: str | None = None) -> list[Recorded]:
+        return [r for r in self.requests if way is None or r.way == way]
 
 
 def free_port() -> int:

@@ -132,7 +132,7 @@ def test_the_boot_watchdog_deletes_the_pod_at_its_deadline(private_dir, spawn, r
                     LORAPOD_STARTED_AT="1000", LORAPOD_API_URL=runpod_api.url,
                     RUNPOD_POD_ID="pod-boot", RUNPOD_API_KEY=KEY)
     pod = spawn(["bash", START_SH], env, private_dir / "pod.log")
-    [request] = runpod_api.wait_for(1)
+    [request] = runpod_api.wait_for(1, way="rest-delete")
     assert (request.path, request.authorization) == ("/v2/pods/pod-boot", f"Bearer {KEY}")
     out = pod.wait_for_line("is being deleted")
     assert "deadline passed" in out and KEY not in out
@@ -149,7 +149,7 @@ def test_the_boot_watchdog_deletes_the_pod_when_the_heartbeat_goes_stale(private
                     LORAPOD_HEARTBEAT_FILE=str(beat), LORAPOD_HEARTBEAT_TIMEOUT_S="60",
                     LORAPOD_API_URL=runpod_api.url, RUNPOD_POD_ID="pod-beat", RUNPOD_API_KEY=KEY)
     pod = spawn(["bash", START_SH], env, private_dir / "pod.log")
-    [request] = runpod_api.wait_for(1)
+    [request] = runpod_api.wait_for(1, way="rest-delete")
     assert request.path == "/v2/pods/pod-beat"
     assert "heartbeat stale" in pod.wait_for_line("is being deleted")
 
@@ -160,6 +160,31 @@ def test_a_pod_that_cannot_start_sshd_still_deletes_itself(private_dir, spawn, r
                     LORAPOD_API_URL=runpod_api.url, RUNPOD_POD_ID="pod-nokey", RUNPOD_API_KEY=KEY)
     pod = spawn(["bash", START_SH], env, private_dir / "pod.log")
     assert pod.wait() == 1
-    assert [r.path for r in runpod_api.requests] == ["/v2/pods/pod-nokey"]
+    assert [r.path for r in runpod_api.of("rest-delete")] == ["/v2/pods/pod-nokey"]
     out = pod.output()
     assert "refusing to start sshd" in out and "stays up to delete this pod" in out
+
+
+@needs_sshd
+@needs_root
+def test_the_credentials_are_saved_for_a_watchdog_started_over_ssh(private_dir, spawn, runpod_api):
+    """sshd as PID 1 overwrites /proc/1/environ: a watchdog started later, with a fresh environment as an SSH
+    session has, must find the pod id and key in the root-only file start.sh saved before it exec'd sshd."""
+    _, public = client_key(private_dir)
+    pod = spawn(["bash", START_SH], start_env(private_dir, free_port(), SSH_PUBLIC_KEY=public,
+                                              RUNPOD_POD_ID="pod-saved", RUNPOD_API_KEY=KEY),
+                private_dir / "pod.log")
+    out = pod.wait_for_line("Server listening")
+    saved = private_dir / "watchdog" / "credentials"
+    assert saved.read_text() == f"RUNPOD_POD_ID=pod-saved\nRUNPOD_API_KEY={KEY}\n"
+    assert (saved.stat().st_mode & 0o777, saved.parent.stat().st_mode & 0o777) == (0o600, 0o700)
+    assert KEY not in out
+    # An SSH session's fresh environment: no RUNPOD_* at all (clean_env's empty ones would mean "look nowhere").
+    env = {k: v for k, v in clean_env(LORAPOD_WATCHDOG_DIR=str(private_dir / "watchdog"), LORAPOD_WATCHDOG_POLL_S="0.05",
+                                      LORAPOD_MAX_RUNTIME_S="10", LORAPOD_STARTED_AT="1000",
+                                      LORAPOD_API_URL=runpod_api.url).items() if not k.startswith("RUNPOD_")}
+    later = spawn([sys.executable, str(REMOTE_IMAGE / "watchdog.py")], env, private_dir / "later.log")
+    assert later.wait() == 0
+    [request] = runpod_api.of("rest-delete")
+    assert (request.path, request.authorization) == ("/v2/pods/pod-saved", f"Bearer {KEY}")
+    assert str(saved) in later.output() and KEY not in later.output()

@@ -1,6 +1,7 @@
 """remote_image/watchdog.py: its decisions as functions, and the real script against a loopback RunPod API."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,8 +13,8 @@ WATCHDOG = str(REMOTE_IMAGE / "watchdog.py")
 KEY = "rpa_POD_SCOPED_TEST_KEY_1234567890"
 
 
-def config(module, now=1000.0, fallback=None, **env):
-    return module.load_config({k: str(v) for k, v in env.items()}, now, fallback or {})
+def config(module, now=1000.0, environ="/nonexistent/environ", **env):
+    return module.load_config({k: str(v) for k, v in env.items()}, now, environ)
 
 
 # --- decisions --------------------------------------------------------------------------------------------
@@ -30,10 +31,13 @@ def test_deadline_counts_from_the_watchdogs_start_otherwise(watchdog_module):
     assert watchdog_module.reason_to_delete(cfg, 1100.0, None) is not None
 
 
-def test_a_missing_heartbeat_file_never_counts_as_stale(watchdog_module):
-    cfg = config(watchdog_module, LORAPOD_HEARTBEAT_FILE="/nonexistent/beat", LORAPOD_HEARTBEAT_TIMEOUT_S=5)
-    assert watchdog_module.heartbeat_mtime(cfg) is None
-    assert watchdog_module.reason_to_delete(cfg, 10**9, None) is None
+def test_a_heartbeat_that_never_starts_counts_from_the_watchdogs_start(watchdog_module):
+    """lorapod died before it ever connected: the boot watchdog must still stop the pod."""
+    cfg = config(watchdog_module, now=1000.0, LORAPOD_HEARTBEAT_FILE="/nonexistent/beat",
+                 LORAPOD_HEARTBEAT_TIMEOUT_S=60)
+    assert watchdog_module.Heartbeat(cfg).read() is None
+    assert watchdog_module.reason_to_delete(cfg, 1060.0, None) is None
+    assert "no heartbeat" in watchdog_module.reason_to_delete(cfg, 1061.0, None)
 
 
 def test_a_heartbeat_older_than_its_timeout_is_stale(watchdog_module, tmp_path):
@@ -41,9 +45,26 @@ def test_a_heartbeat_older_than_its_timeout_is_stale(watchdog_module, tmp_path):
     beat.touch()
     os.utime(beat, (1000.0, 1000.0))
     cfg = config(watchdog_module, LORAPOD_HEARTBEAT_FILE=beat, LORAPOD_HEARTBEAT_TIMEOUT_S=60)
-    assert watchdog_module.heartbeat_mtime(cfg) == 1000.0
+    assert watchdog_module.Heartbeat(cfg).read() == 1000.0
     assert watchdog_module.reason_to_delete(cfg, 1060.0, 1000.0) is None
     assert "heartbeat stale" in watchdog_module.reason_to_delete(cfg, 1061.0, 1000.0)
+
+
+def test_an_unreadable_heartbeat_keeps_its_last_known_time(watchdog_module, tmp_path, capsys):
+    """EIO on a network volume, a permission change: the watchdog goes on, and the beat only ages."""
+    beat = tmp_path / "beat"
+    beat.touch()
+    os.utime(beat, (1000.0, 1000.0))
+    cfg = config(watchdog_module, LORAPOD_HEARTBEAT_FILE=beat, LORAPOD_HEARTBEAT_TIMEOUT_S=60)
+    heartbeat = watchdog_module.Heartbeat(cfg)
+    assert heartbeat.read() == 1000.0
+    # A file where a folder should be: stat raises NotADirectoryError, an OSError that is not "no file yet".
+    cfg.heartbeat_file = str(beat / "beat")
+    assert heartbeat.read() == 1000.0
+    assert heartbeat.read() == 1000.0
+    out = capsys.readouterr().out
+    assert out.count("cannot read the heartbeat file") == 1, out  # said once, not every poll
+    assert "heartbeat stale" in watchdog_module.reason_to_delete(cfg, 1061.0, heartbeat.read())
 
 
 @pytest.mark.parametrize("env, message", [
@@ -51,24 +72,58 @@ def test_a_heartbeat_older_than_its_timeout_is_stale(watchdog_module, tmp_path):
     ({"LORAPOD_MAX_RUNTIME_S": "soon"}, "not a number"),
     ({"LORAPOD_MAX_RUNTIME_S": "0"}, "must be > 0"),
     ({"LORAPOD_HEARTBEAT_FILE": "/tmp/beat"}, "needs LORAPOD_HEARTBEAT_TIMEOUT_S"),
-    ({"LORAPOD_MAX_RUNTIME_S": "60", "RUNPOD_POD_ID": "abc"}, "RUNPOD_API_KEY is not set"),
 ])
 def test_invalid_configurations_say_what_to_set(watchdog_module, env, message):
     with pytest.raises(watchdog_module.ConfigError, match=message):
         config(watchdog_module, **env)
 
 
-def test_runpods_variables_come_from_the_container_when_missing_here(watchdog_module, tmp_path):
+def test_credentials_come_from_the_environment_then_the_saved_file_then_pid_1(watchdog_module, tmp_path):
+    workdir = tmp_path / "run-lorapod"
+    workdir.mkdir()
     environ = tmp_path / "environ"
-    environ.write_bytes(b"PATH=/usr/bin\0RUNPOD_POD_ID=pod-1\0RUNPOD_API_KEY=" + KEY.encode() + b"\0HOME=/root\0")
-    fallback = watchdog_module.container_environ(str(environ))
-    assert fallback == {"RUNPOD_POD_ID": "pod-1", "RUNPOD_API_KEY": KEY}
-    cfg = config(watchdog_module, fallback=fallback, LORAPOD_MAX_RUNTIME_S=60)
-    assert (cfg.pod_id, cfg.api_key) == ("pod-1", KEY)
-    # Set but empty in our own environment: deliberately not on RunPod.
-    cfg = config(watchdog_module, fallback=fallback, LORAPOD_MAX_RUNTIME_S=60, RUNPOD_POD_ID="", RUNPOD_API_KEY="")
-    assert cfg.pod_id is None
-    assert watchdog_module.container_environ(str(tmp_path / "missing")) == {}
+    environ.write_bytes(b"PATH=/usr/bin\0RUNPOD_POD_ID=pod-env\0RUNPOD_API_KEY=" + KEY.encode() + b"\0HOME=/root\0")
+    common = dict(environ=str(environ), LORAPOD_MAX_RUNTIME_S=60, LORAPOD_WATCHDOG_DIR=workdir)
+
+    cfg = config(watchdog_module, **common)
+    assert cfg.pod_id == "pod-env" and [k.value for k in cfg.keys] == [KEY]
+    assert str(environ) in cfg.keys[0].label
+
+    (workdir / "credentials").write_text(f"RUNPOD_POD_ID=pod-file\nRUNPOD_API_KEY={KEY}2\n")
+    cfg = config(watchdog_module, **common)
+    assert cfg.pod_id == "pod-file" and [k.value for k in cfg.keys] == [KEY + "2"]
+
+    cfg = config(watchdog_module, RUNPOD_POD_ID="pod-own", RUNPOD_API_KEY=KEY + "3", **common)
+    assert cfg.pod_id == "pod-own" and [k.value for k in cfg.keys] == [KEY + "3"]
+    # Set but empty in our own environment: deliberately not on RunPod, looked for nowhere else.
+    cfg = config(watchdog_module, RUNPOD_POD_ID="", RUNPOD_API_KEY="", **common)
+    assert cfg.pod_id is None and cfg.keys == []
+
+
+def test_sshd_as_pid_1_leaves_nothing_in_its_environ_so_only_the_file_helps(watchdog_module, tmp_path):
+    """What /proc/1/environ shows once sshd has set its process title (reproduced with OpenSSH 9.2)."""
+    environ = tmp_path / "environ"
+    environ.write_bytes(b"sshd: /usr/sbin/sshd -D -e -f /etc/ssh/lorapod_sshd_config [listener] 0 of 10-100" + b"\0" * 40)
+    cfg = config(watchdog_module, environ=str(environ), LORAPOD_MAX_RUNTIME_S=60,
+                 LORAPOD_WATCHDOG_DIR=tmp_path / "empty")
+    assert cfg.pod_id is None and cfg.keys == []
+
+
+def test_the_users_watchdog_key_is_tried_after_the_pod_key(watchdog_module, tmp_path):
+    workdir = tmp_path / "wd"
+    workdir.mkdir()
+    (workdir / "watchdog-key").write_text(KEY + "USER\n")
+    cfg = config(watchdog_module, LORAPOD_MAX_RUNTIME_S=60, LORAPOD_WATCHDOG_DIR=workdir,
+                 RUNPOD_POD_ID="pod-1", RUNPOD_API_KEY=KEY)
+    assert [k.value for k in cfg.keys] == [KEY, KEY + "USER"]
+    assert "your watchdog key" in cfg.keys[1].label and KEY not in cfg.keys[1].label
+
+
+def test_graphql_lives_beside_the_rest_api(watchdog_module):
+    cfg = config(watchdog_module, LORAPOD_MAX_RUNTIME_S=60)
+    assert cfg.graphql_url == "https://api.runpod.io/graphql"
+    cfg = config(watchdog_module, LORAPOD_MAX_RUNTIME_S=60, LORAPOD_API_URL="http://127.0.0.1:8080/v2/")
+    assert cfg.graphql_url == "http://127.0.0.1:8080/graphql"
 
 
 # --- the script -------------------------------------------------------------------------------------------
@@ -87,34 +142,103 @@ def test_help_describes_every_variable():
         assert name in out
 
 
-def test_past_the_deadline_it_deletes_its_pod_and_never_prints_the_key(spawn, tmp_path, runpod_api):
+def status_of(tmp_path, wd) -> dict:
+    return json.loads((tmp_path / "wd" / f"status-{wd.proc.pid}.json").read_text())
+
+
+def test_past_the_deadline_it_verifies_then_deletes_its_pod_and_never_prints_the_key(spawn, tmp_path, runpod_api):
     wd = run_watchdog(spawn, tmp_path, LORAPOD_MAX_RUNTIME_S="10", LORAPOD_STARTED_AT="1000",
                       LORAPOD_API_URL=runpod_api.url, RUNPOD_POD_ID="pod-abc", RUNPOD_API_KEY=KEY)
     assert wd.wait() == 0
-    [request] = runpod_api.requests
-    assert (request.method, request.path, request.authorization) == ("DELETE", "/v2/pods/pod-abc", f"Bearer {KEY}")
+    assert [r.way for r in runpod_api.requests] == ["rest-read", "rest-delete"]
+    delete = runpod_api.requests[-1]
+    assert (delete.method, delete.path, delete.authorization) == ("DELETE", "/v2/pods/pod-abc", f"Bearer {KEY}")
     out = wd.output()
-    assert "deadline passed" in out and "204" in out
+    assert "deadline passed" in out and "204" in out and "armed" in out
     assert KEY not in out
+    status = status_of(tmp_path, wd)
+    assert status["state"] == "deleted" and status["armed"] is True and status["read"] == "rest"
+    assert "this process's environment" in status["credential"] and KEY not in json.dumps(status)
+
+
+@pytest.mark.parametrize("refused, read, deleted_by", [
+    ({"rest-delete"}, "rest", "rest-action"),  # a pod key that may read and act, not DELETE
+    ({"rest-read", "rest-delete", "rest-action"}, "graphql", "graphql"),  # REST refused, GraphQL works
+])
+def test_401_403_move_on_to_the_next_way(spawn, tmp_path, runpod_api, refused, read, deleted_by):
+    runpod_api.refuse = refused
+    wd = run_watchdog(spawn, tmp_path, LORAPOD_MAX_RUNTIME_S="10", LORAPOD_STARTED_AT="1000",
+                      LORAPOD_API_URL=runpod_api.url, RUNPOD_POD_ID="pod-abc", RUNPOD_API_KEY=KEY)
+    assert wd.wait() == 0
+    ways = [r.way for r in runpod_api.requests]
+    assert ways[-1] == deleted_by and status_of(tmp_path, wd)["read"] == read
+    graphql = [r for r in runpod_api.requests if r.way.startswith("graphql")]
+    assert all(r.path == "/graphql" and r.body["variables"] == {"input": {"podId": "pod-abc"}} for r in graphql)
+    assert KEY not in wd.output()
+
+
+def test_a_key_refused_everywhere_is_not_armed_and_the_users_key_takes_over(spawn, tmp_path, runpod_api):
+    workdir = tmp_path / "wd"
+    workdir.mkdir()
+    (workdir / "watchdog-key").write_text(KEY + "USER")
+    runpod_api.refuse = {"rest-read", "rest-delete", "rest-action", "graphql", "graphql-read"}
+    wd = run_watchdog(spawn, tmp_path, LORAPOD_MAX_RUNTIME_S="3600", LORAPOD_API_URL=runpod_api.url,
+                      RUNPOD_POD_ID="pod-abc", RUNPOD_API_KEY=KEY)
+    wd.wait_for_line("NOT ARMED")
+    assert status_of(tmp_path, wd)["armed"] is False
+    wd.stop()
+    # The same refusals for the pod key, but the user's key may DELETE: armed with it, and it deletes.
+    runpod_api.requests.clear()
+    user = f"Bearer {KEY}USER"
+
+    def answer(way, real=runpod_api.answer):
+        return 0 if runpod_api.requests[-1].authorization == user else real(way)
+    runpod_api.answer = answer
+    wd = run_watchdog(spawn, tmp_path, LORAPOD_MAX_RUNTIME_S="10", LORAPOD_STARTED_AT="1000",
+                      LORAPOD_API_URL=runpod_api.url, RUNPOD_POD_ID="pod-abc", RUNPOD_API_KEY=KEY)
+    assert wd.wait() == 0
+    status = status_of(tmp_path, wd)
+    assert status["armed"] is True and "your watchdog key" in status["credential"]
+    last = runpod_api.requests[-1]
+    assert (last.way, last.authorization) == ("rest-delete", user)
+    out = wd.output()
+    assert KEY not in out and "refused" in out
 
 
 def test_it_retries_until_the_api_accepts(spawn, tmp_path, runpod_api):
-    runpod_api.statuses = [500, 429]
+    runpod_api.statuses = {"rest-delete": [500, 429], "rest-action": [503, 503], "graphql": [502, 502]}
     wd = run_watchdog(spawn, tmp_path, LORAPOD_MAX_RUNTIME_S="10", LORAPOD_STARTED_AT="1000",
                       LORAPOD_API_URL=runpod_api.url, RUNPOD_POD_ID="pod-abc", RUNPOD_API_KEY=KEY)
     assert wd.wait() == 0
-    assert [r.path for r in runpod_api.requests] == ["/v2/pods/pod-abc"] * 3
+    assert [r.way for r in runpod_api.of("rest-delete")] == ["rest-delete"] * 3
     out = wd.output()
-    assert "HTTP 500" in out and "HTTP 429" in out and KEY not in out
+    assert "HTTP 500" in out and "HTTP 429" in out and "could not reach RunPod" in out and KEY not in out
 
 
 def test_a_pod_already_gone_is_success(spawn, tmp_path, runpod_api):
-    runpod_api.statuses = [404]
+    runpod_api.statuses = {"rest-delete": [404]}
     wd = run_watchdog(spawn, tmp_path, LORAPOD_MAX_RUNTIME_S="10", LORAPOD_STARTED_AT="1000",
                       LORAPOD_API_URL=runpod_api.url, RUNPOD_POD_ID="pod-abc", RUNPOD_API_KEY=KEY)
     assert wd.wait() == 0
-    assert len(runpod_api.requests) == 1
+    assert len(runpod_api.of("rest-delete")) == 1
     assert "already gone" in wd.output()
+
+
+def test_runpodctl_is_the_last_way_and_gets_the_key_in_its_environment_only(spawn, tmp_path, runpod_api):
+    """A fake runpodctl (the real one cannot run here): it records its arguments and whether it got the key."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "runpodctl.txt"
+    tool = bin_dir / "runpodctl"
+    tool.write_text(f"#!/bin/sh\necho \"$* key=${{RUNPOD_API_KEY:+set}}\" > {record}\necho 'pod \"$3\" removed'\n")
+    tool.chmod(0o755)
+    runpod_api.refuse = {"rest-delete", "rest-action", "graphql"}
+    wd = run_watchdog(spawn, tmp_path, LORAPOD_MAX_RUNTIME_S="10", LORAPOD_STARTED_AT="1000",
+                      LORAPOD_API_URL=runpod_api.url, RUNPOD_POD_ID="pod-abc", RUNPOD_API_KEY=KEY,
+                      PATH=f"{bin_dir}:{os.environ['PATH']}")
+    assert wd.wait() == 0
+    assert record.read_text().strip() == "remove pod pod-abc key=set"
+    assert "runpodctl exit 0" in wd.output() and status_of(tmp_path, wd)["methods"][-1] == "runpodctl"
 
 
 def test_outside_runpod_it_only_says_what_it_would_do(spawn, tmp_path, runpod_api):
@@ -123,6 +247,7 @@ def test_outside_runpod_it_only_says_what_it_would_do(spawn, tmp_path, runpod_ap
     assert wd.wait() == 0
     assert "would delete the pod now, but RUNPOD_POD_ID is not set" in wd.output()
     assert runpod_api.requests == []
+    assert status_of(tmp_path, wd)["armed"] is False
 
 
 def test_a_newer_watchdog_replaces_the_running_one(spawn, tmp_path, runpod_api):
@@ -136,7 +261,21 @@ def test_a_newer_watchdog_replaces_the_running_one(spawn, tmp_path, runpod_api):
     assert f"replacing the watchdog already running (pid {first.proc.pid})" in second.output()
     assert second.proc.poll() is None
     assert (tmp_path / "wd" / "watchdog.pid").read_text().strip() == str(second.proc.pid)
-    assert runpod_api.requests == []
+    assert runpod_api.of("rest-delete") == []
+
+
+def test_a_copy_without_credentials_never_replaces_one_that_has_them(spawn, tmp_path, runpod_api):
+    """The bug this guards against: the boot copy (credentials in its environment) stopped by the copy
+    lorapod starts over SSH, which found none, leaving nothing to delete the pod."""
+    first = run_watchdog(spawn, tmp_path, LORAPOD_MAX_RUNTIME_S="3600", LORAPOD_API_URL=runpod_api.url,
+                         RUNPOD_POD_ID="pod-abc", RUNPOD_API_KEY=KEY)
+    first.wait_for_line("watching")
+    second = run_watchdog(spawn, tmp_path, LORAPOD_MAX_RUNTIME_S="3600", LORAPOD_API_URL=runpod_api.url)
+    assert second.wait() == 0
+    assert f"the running watchdog (pid {first.proc.pid}) has them: it stays in charge" in second.output()
+    assert first.proc.poll() is None
+    status = status_of(tmp_path, second)
+    assert (status["state"], status["deferred_to"]) == ("deferred", first.proc.pid)
 
 
 def test_an_invalid_newcomer_leaves_the_running_one_in_charge(spawn, tmp_path, runpod_api):
