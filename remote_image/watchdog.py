@@ -12,8 +12,9 @@ process, started from boot by start.sh and again by lorapod after it connects, d
 Credentials. RunPod puts the pod id and a pod-scoped key into the container's environment, which only PID 1
 has: an SSH session starts with a fresh one, and an image whose PID 1 is sshd loses it from /proc/1/environ
 (sshd writes its process title over it). So the watchdog takes them from, in order: its own environment
-(the boot copy start.sh starts), the file start.sh saves before it execs anything (<dir>/credentials), and
-/proc/1/environ (images whose PID 1 is a shell). A key the user made for this purpose (a RunPod restricted
+(the boot copy start.sh starts), the file start.sh saves before it execs anything (<dir>/credentials),
+/proc/1/environ (images whose PID 1 is a shell), and /etc/rp_environment (where RunPod's official images
+export them for login shells). A key the user made for this purpose (a RunPod restricted
 key) may be in <dir>/watchdog-key, uploaded by lorapod; it is tried after the pod key.
 
 Deleting. What a pod-scoped key may do is not documented (one report from a real pod: REST refused with 403
@@ -61,6 +62,9 @@ DEFAULT_DIR = "/run/lorapod"
 CREDENTIALS = "credentials"  # written by start.sh, KEY=VALUE lines, root only
 EXTRA_KEY = "watchdog-key"  # the user's own key for this purpose, uploaded by lorapod, root only
 CONTAINER_ENVIRON = "/proc/1/environ"
+# RunPod's official images export RUNPOD_* here for login shells (runpod/containers, container-template/start.sh:
+# `printenv | grep -E '^RUNPOD_|...' | awk ... >> /etc/rp_environment`, lines `export NAME="value"`).
+RP_ENVIRONMENT = "/etc/rp_environment"
 RUNPOD_VARS = ("RUNPOD_POD_ID", "RUNPOD_API_KEY")
 MAX_RETRY_DELAY_S = 60.0
 REPLACE_WAIT_S = 10.0
@@ -79,7 +83,8 @@ ENV_HELP = f"""environment:
   RUNPOD_POD_ID, RUNPOD_API_KEY
                                set by RunPod in the container; when this process was started without them
                                (over SSH), read from $LORAPOD_WATCHDOG_DIR/{CREDENTIALS}, else from
-                               {CONTAINER_ENVIRON}. Set but empty: looked for nowhere else.
+                               {CONTAINER_ENVIRON}, else {RP_ENVIRONMENT}. Set but empty: looked for
+                               nowhere else.
                                No pod id: the watchdog only logs.
 At least one of LORAPOD_MAX_RUNTIME_S and LORAPOD_HEARTBEAT_FILE is required."""
 
@@ -133,18 +138,20 @@ def read_pairs(path: str, separator: bytes) -> dict[str, str]:
             entries = fh.read().split(separator)
     except OSError:
         return {}
-    pairs = (e.decode(errors="replace").strip("\r\n").partition("=") for e in entries if b"=" in e)
-    return {k: v for k, _, v in pairs if k in RUNPOD_VARS and v}
+    pairs = (e.decode(errors="replace").strip("\r\n").removeprefix("export ").partition("=") for e in entries
+             if b"=" in e)
+    return {k: v.strip('"') for k, _, v in pairs if k in RUNPOD_VARS and v.strip('"')}
 
 
-def find_credentials(env: dict[str, str], workdir: str,
-                     environ_path: str = CONTAINER_ENVIRON) -> tuple[Optional[str], Optional[str], str]:
+def find_credentials(env: dict[str, str], workdir: str, environ_path: str = CONTAINER_ENVIRON,
+                     rp_environment: str = RP_ENVIRONMENT) -> tuple[Optional[str], Optional[str], str]:
     """(pod id, pod key, where they came from), in the order the module docstring gives."""
     if "RUNPOD_POD_ID" in env or "RUNPOD_API_KEY" in env:
         # Our own environment wins even when empty: RUNPOD_POD_ID= means "not on RunPod".
         return env.get("RUNPOD_POD_ID") or None, env.get("RUNPOD_API_KEY") or None, "this process's environment"
     saved = os.path.join(workdir, CREDENTIALS)
-    for found, source in ((read_pairs(saved, b"\n"), saved), (read_pairs(environ_path, b"\0"), environ_path)):
+    for found, source in ((read_pairs(saved, b"\n"), saved), (read_pairs(environ_path, b"\0"), environ_path),
+                          (read_pairs(rp_environment, b"\n"), rp_environment)):
         if found.get("RUNPOD_POD_ID"):
             return found["RUNPOD_POD_ID"], found.get("RUNPOD_API_KEY"), source
     return None, None, "nowhere"
@@ -163,7 +170,8 @@ def _seconds(env: dict[str, str], name: str, positive: bool = True) -> Optional[
     return value
 
 
-def load_config(env: dict[str, str], now: float, environ_path: str = CONTAINER_ENVIRON) -> Config:
+def load_config(env: dict[str, str], now: float, environ_path: str = CONTAINER_ENVIRON,
+                rp_environment: str = RP_ENVIRONMENT) -> Config:
     max_runtime = _seconds(env, "LORAPOD_MAX_RUNTIME_S")
     started_at = _seconds(env, "LORAPOD_STARTED_AT", positive=False)
     heartbeat_file = env.get("LORAPOD_HEARTBEAT_FILE") or None
@@ -174,7 +182,7 @@ def load_config(env: dict[str, str], now: float, environ_path: str = CONTAINER_E
     if heartbeat_file is not None and heartbeat_timeout is None:
         raise ConfigError("LORAPOD_HEARTBEAT_FILE needs LORAPOD_HEARTBEAT_TIMEOUT_S")
     workdir = env.get("LORAPOD_WATCHDOG_DIR") or DEFAULT_DIR
-    pod_id, pod_key, source = find_credentials(env, workdir, environ_path)
+    pod_id, pod_key, source = find_credentials(env, workdir, environ_path, rp_environment)
     keys = [Key(f"pod key (from {source})", pod_key)] if pod_id and pod_key else []
     try:
         with open(os.path.join(workdir, EXTRA_KEY), encoding="utf-8") as fh:

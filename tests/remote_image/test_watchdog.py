@@ -13,8 +13,8 @@ WATCHDOG = str(REMOTE_IMAGE / "watchdog.py")
 KEY = "rpa_POD_SCOPED_TEST_KEY_1234567890"
 
 
-def config(module, now=1000.0, environ="/nonexistent/environ", **env):
-    return module.load_config({k: str(v) for k, v in env.items()}, now, environ)
+def config(module, now=1000.0, environ="/nonexistent/environ", rp_environment="/nonexistent/rp", **env):
+    return module.load_config({k: str(v) for k, v in env.items()}, now, environ, rp_environment)
 
 
 # --- decisions --------------------------------------------------------------------------------------------
@@ -85,7 +85,13 @@ def test_credentials_come_from_the_environment_then_the_saved_file_then_pid_1(wa
     environ.write_bytes(b"PATH=/usr/bin\0RUNPOD_POD_ID=pod-env\0RUNPOD_API_KEY=" + KEY.encode() + b"\0HOME=/root\0")
     common = dict(environ=str(environ), LORAPOD_MAX_RUNTIME_S=60, LORAPOD_WATCHDOG_DIR=workdir)
 
-    cfg = config(watchdog_module, **common)
+    rp = tmp_path / "rp_environment"  # as RunPod's official start.sh writes it
+    rp.write_text(f'export RUNPOD_POD_ID="pod-rp"\nexport RUNPOD_API_KEY="{KEY}0"\nexport PATH="/usr/bin"\n')
+    cfg = config(watchdog_module, environ="/nonexistent", rp_environment=str(rp), LORAPOD_MAX_RUNTIME_S=60,
+                 LORAPOD_WATCHDOG_DIR=workdir)
+    assert cfg.pod_id == "pod-rp" and [k.value for k in cfg.keys] == [KEY + "0"]
+
+    cfg = config(watchdog_module, rp_environment=str(rp), **common)
     assert cfg.pod_id == "pod-env" and [k.value for k in cfg.keys] == [KEY]
     assert str(environ) in cfg.keys[0].label
 
