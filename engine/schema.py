@@ -16,6 +16,7 @@ from omegaconf import MISSING
 class LocalProviderConfig:
     _target_: str = "engine.providers.local.LocalProvider"  # the class that implements the provider verbs
     name: str = "local"  # shown in logs and run-summary.json
+    max_fetch_mb: float = 2048  # fetch refuses one file, or all of them together, over this many MB (2^20 bytes)
 
 
 @dataclass
@@ -39,6 +40,7 @@ class RunPodProviderConfig:
     heartbeat_timeout_s: int = 900  # ... or when we stop touching its heartbeat for this long
     heartbeat_interval_s: float = 30.0  # how often we touch it while the run is alive
     workdir: str = "/workspace"  # remote.workdir when that is null
+    max_fetch_mb: float = 2048  # fetch refuses one file, or all of them together, over this many MB (2^20 bytes)
 
 
 @dataclass
@@ -52,6 +54,7 @@ class SshProviderConfig:
     known_hosts: Optional[str] = None  # pin the host key from this file; null: ~/.ssh/known_hosts, else first contact
     workdir: str = "/tmp/lorapod"  # remote.workdir when that is null
     python: str = "python3"  # remote.python when that is null
+    max_fetch_mb: float = 2048  # fetch refuses one file, or all of them together, over this many MB (2^20 bytes)
 
 
 @dataclass
