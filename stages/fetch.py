@@ -155,7 +155,7 @@ def _sized(ctx: RunContext, out: str, wanted: list[Wanted], cap: int, cap_mb: fl
         else:
             kept.append(want)
     left, within = cap, []
-    for name in ORDER:
+    for name in ORDER + tuple(sorted({group(w.rel) for w in kept} - set(ORDER))):  # none is dropped unsaid
         members = [w for w in kept if group(w.rel) == name]
         size = sum(w.size for w in members)
         if size <= left:
