@@ -16,6 +16,7 @@ from omegaconf import MISSING
 class LocalProviderConfig:
     _target_: str = "engine.providers.local.LocalProvider"  # the class that implements the provider verbs
     name: str = "local"  # shown in logs and run-summary.json
+    max_fetch_mb: float = 2048  # fetch refuses one file, or all of them together, over this many MB (2^20 bytes)
 
 
 @dataclass
@@ -44,6 +45,7 @@ class RunPodProviderConfig:
     watchdog_api_key_env: Optional[str] = None
     require_deadline: bool = False  # stop before training when the pod's watchdog cannot verify its credentials
     workdir: str = "/workspace"  # remote.workdir when that is null
+    max_fetch_mb: float = 2048  # fetch refuses one file, or all of them together, over this many MB (2^20 bytes)
 
 
 @dataclass
@@ -57,6 +59,7 @@ class SshProviderConfig:
     known_hosts: Optional[str] = None  # pin the host key from this file; null: ~/.ssh/known_hosts, else first contact
     workdir: str = "/tmp/lorapod"  # remote.workdir when that is null
     python: str = "python3"  # remote.python when that is null
+    max_fetch_mb: float = 2048  # fetch refuses one file, or all of them together, over this many MB (2^20 bytes)
 
 
 @dataclass

@@ -137,3 +137,13 @@ def test_runpod_issue_9_settings_are_checked_before_anything_is_rented(run_dir):
     assert "provider.reconcile_s: must be > 0 (got -1" in run.output
     assert "provider.network_volume_id: needs SECURE in provider.cloud_order" in run.output
     assert set(run.summary["stages"]) == {"config"}
+
+
+def test_every_provider_caps_fetch_and_the_cap_must_be_positive(run_dir):
+    assert cfg_job("provider=ssh", "provider.host=box")["provider"]["max_fetch_mb"] == 2048
+    assert cfg_job("provider=runpod")["provider"]["max_fetch_mb"] == 2048
+    run = run_lorapod("provider.max_fetch_mb=0", run_dir=run_dir)
+    assert run.proc.returncode == 2, run.output
+    assert "provider.max_fetch_mb: must be > 0 (got 0" in run.output
+    assert "command line: provider.max_fetch_mb=0" in run.output
+    assert set(run.summary["stages"]) == {"config"}

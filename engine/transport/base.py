@@ -1,4 +1,4 @@
-"""The transport verbs: exec with streamed output, put/get verified by sha256, close."""
+"""The transport verbs: exec with streamed output, put/get verified by sha256, size, close."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,8 +20,13 @@ class Transport(Protocol):
     def put(self, local: Path, remote: str) -> str:
         """Copy a file to the pod (creating folders) and return its sha256, checked on arrival."""
 
-    def get(self, remote: str, local: Path, sha256: str | None = None) -> str:
-        """Copy a file home; when sha256 is given a mismatch raises and leaves no file behind."""
+    def get(self, remote: str, local: Path, sha256: str | None = None, max_bytes: int | None = None) -> str:
+        """Copy a file home; when sha256 is given a mismatch raises and leaves no file behind. A file longer
+        than max_bytes (at the start, or grown by the end) raises too, also leaving nothing behind."""
+
+    def size(self, remote: str) -> int:
+        """The size in bytes of a regular file on the pod (links followed); anything else raises. Lets a
+        caller refuse a download before it starts."""
 
     def close(self) -> None: ...
 
@@ -30,6 +35,12 @@ def check_sha256(what: str, expected: str | None, actual: str) -> None:
     if expected is not None and expected != actual:
         raise TransportError(f"{what}: sha256 mismatch (expected {expected[:12]}…, got {actual[:12]}…)",
                              "the copy was corrupted in transit; run again")
+
+
+def check_max_bytes(what: str, size: int, max_bytes: int | None) -> None:
+    if max_bytes is not None and size > max_bytes:
+        raise TransportError(f"{what} is over {max_bytes} bytes (at least {size}), more than was agreed to fetch",
+                             "a file that grows while it is fetched is not the file that was checked")
 
 
 def open_transport(endpoint: Endpoint, ctx: RunContext) -> Transport:

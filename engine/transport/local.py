@@ -1,13 +1,15 @@
 """transport=local: the pod is this machine; commands run under bash, files are copied."""
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
 from engine.hashing import sha256_file
 from engine.errors import TransportError
-from engine.transport.base import LineSink, check_sha256
+from engine.transport.base import LineSink, check_max_bytes, check_sha256
 
 
 class LocalTransport:
@@ -30,24 +32,47 @@ class LocalTransport:
     def put(self, local: Path, remote: str) -> str:
         return self._copy(Path(local), Path(remote), sha256_file(local))
 
-    def get(self, remote: str, local: Path, sha256: str | None = None) -> str:
-        return self._copy(Path(remote), Path(local), sha256)
+    def get(self, remote: str, local: Path, sha256: str | None = None, max_bytes: int | None = None) -> str:
+        return self._copy(Path(remote), Path(local), sha256, max_bytes)
+
+    def size(self, remote: str) -> int:
+        try:
+            info = os.stat(remote)
+        except OSError as exc:
+            raise TransportError(f"no such file: {remote} ({exc.strerror})") from exc
+        if not stat.S_ISREG(info.st_mode):
+            raise TransportError(f"{remote} is not a regular file")
+        return info.st_size
 
     @staticmethod
-    def _copy(src: Path, dst: Path, expected: str | None) -> str:
+    def _copy(src: Path, dst: Path, expected: str | None, max_bytes: int | None = None) -> str:
         if not src.is_file():
             raise TransportError(f"no such file: {src}")
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_name(dst.name + ".part")
-        shutil.copyfile(src, tmp)
-        actual = sha256_file(tmp)
         try:
+            _copy_at_most(src, tmp, max_bytes)
+            actual = sha256_file(tmp)
             check_sha256(str(dst), expected, actual)
-        except TransportError:
-            tmp.unlink()
+        except BaseException:
+            tmp.unlink(missing_ok=True)
             raise
         tmp.replace(dst)
         return actual
 
     def close(self) -> None:
         pass
+
+
+def _copy_at_most(src: Path, dst: Path, max_bytes: int | None) -> None:
+    """Copies in blocks and stops one byte past max_bytes: a file still being written (or /dev/zero behind a
+    link) cannot fill the disk before the check."""
+    if max_bytes is None:
+        shutil.copyfile(src, dst)  # sendfile: no Python loop for a big upload
+        return
+    copied = 0
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        while block := fin.read(min(1 << 20, max_bytes - copied + 1)):
+            copied += len(block)
+            check_max_bytes(str(src), copied, max_bytes)
+            fout.write(block)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import posixpath
 import shlex
 import socket
+import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from loguru import logger
 from engine.errors import HostKeyError, TransportError
 from engine.hashing import sha256_file
 from engine.sshkeys import PinHostKey
-from engine.transport.base import LineSink, check_sha256
+from engine.transport.base import LineSink, check_max_bytes, check_sha256
 
 # Long fat links: a channel window of 64 MB keeps a 50 ms round trip busy at over 1 GB/s, where paramiko's
 # default 2 MB caps it near 40 MB/s. 256 KB packets (OpenSSH's maximum) cut paramiko's per-packet Python work.
@@ -217,13 +218,23 @@ class SshTransport:
         check_sha256(f"{remote} on the pod", expected, self.remote_sha256(partial, expected, move_to=remote))
         return expected
 
-    def get(self, remote: str, local: Path, sha256: str | None = None) -> str:
+    def size(self, remote: str) -> int:
+        try:
+            info = self._lanes(0)[0].stat(remote)  # follows links, as the download would
+        except RETRYABLE as exc:
+            raise TransportError(f"cannot stat {remote} on {self.target.describe()}: {exc}") from exc
+        if info.st_mode is None or not stat.S_ISREG(info.st_mode):
+            raise TransportError(f"{remote} on {self.target.describe()} is not a regular file")
+        return info.st_size
+
+    def get(self, remote: str, local: Path, sha256: str | None = None, max_bytes: int | None = None) -> str:
         local = Path(local)
         local.parent.mkdir(parents=True, exist_ok=True)
         partial = local.with_name(local.name + ".part")
-        expected = sha256 or self.remote_sha256(remote)
         try:
-            size = self._lanes(0)[0].stat(remote).st_size
+            size = self.size(remote)
+            check_max_bytes(remote, size, max_bytes)
+            expected = sha256 or self.remote_sha256(remote)
             lanes = self._lanes(size)
             with open(partial, "wb") as fh:
                 fh.truncate(size)
@@ -231,6 +242,8 @@ class SshTransport:
                 for future in [pool.submit(_get_range, lane, remote, partial, start, length)
                                for lane, (start, length) in zip(lanes, _ranges(size, len(lanes)))]:
                     future.result()
+            if max_bytes is not None:  # only `size` bytes were read; one that grew past the cap is refused whole
+                check_max_bytes(remote, self.size(remote), max_bytes)
             check_sha256(str(local), expected, sha256_file(partial))
         except RETRYABLE as exc:
             partial.unlink(missing_ok=True)

@@ -29,3 +29,25 @@ def test_a_hash_mismatch_raises_and_leaves_no_file(tmp_path):
     with pytest.raises(TransportError, match="sha256 mismatch"):
         LocalTransport().get(str(src), tmp_path / "home" / "a.bin", sha256="0" * 64)
     assert not list((tmp_path / "home").iterdir())
+
+
+def test_size_counts_a_regular_files_bytes_and_refuses_anything_else(tmp_path):
+    src = tmp_path / "a.bin"
+    src.write_bytes(b"x" * 1234)
+    (tmp_path / "zero").symlink_to("/dev/zero")  # a pod's way to fill our disk
+    t = LocalTransport()
+    assert t.size(str(src)) == 1234
+    for path, why in ((tmp_path / "missing", "no such file"), (tmp_path, "not a regular file"),
+                      (tmp_path / "zero", "not a regular file")):
+        with pytest.raises(TransportError, match=why):
+            t.size(str(path))
+
+
+def test_get_refuses_a_file_longer_than_max_bytes_and_leaves_nothing(tmp_path):
+    src = tmp_path / "a.bin"
+    src.write_bytes(b"x" * 5000)
+    home = tmp_path / "home"
+    with pytest.raises(TransportError, match="over 4999 bytes"):
+        LocalTransport().get(str(src), home / "a.bin", max_bytes=4999)
+    assert not list(home.iterdir())
+    assert LocalTransport().get(str(src), home / "a.bin", max_bytes=5000) == sha256_file(src)

@@ -60,3 +60,31 @@ def test_an_unreachable_host_gives_up_at_the_deadline(tmp_path):
     t = SshTransport(SshTarget("127.0.0.1", 9, "root", tmp_path / "no-key", tmp_path / "known_hosts"))
     with pytest.raises(TransportError, match="could not reach root@127.0.0.1:9 over SSH within 1s"):
         t.open(deadline_s=1)
+
+
+def test_size_and_max_bytes_refuse_what_is_too_big_or_grows_and_leave_nothing(transport, tmp_path, monkeypatch):
+    remote = tmp_path / "pod" / "out.bin"
+    remote.parent.mkdir()
+    remote.write_bytes(b"x" * 5000)
+    assert transport.size(str(remote)) == 5000
+    with pytest.raises(TransportError, match="not a regular file"):
+        transport.size(str(remote.parent))
+    with pytest.raises(TransportError, match="cannot stat"):
+        transport.size(str(tmp_path / "missing"))
+    home = tmp_path / "home"
+    with pytest.raises(TransportError, match="over 4999 bytes"):
+        transport.get(str(remote), home / "out.bin", max_bytes=4999)
+    assert list(home.iterdir()) == []
+
+    checked = transport.size
+
+    def size_then_grow(path: str) -> int:  # the pod appends right after the size was checked
+        size = checked(path)
+        with open(remote, "ab") as fh:
+            fh.write(b"more")
+        return size
+
+    monkeypatch.setattr(transport, "size", size_then_grow)
+    with pytest.raises(TransportError, match="over 5000 bytes"):
+        transport.get(str(remote), home / "out.bin", max_bytes=5000)
+    assert list(home.iterdir()) == []
