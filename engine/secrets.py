@@ -11,8 +11,8 @@ from pathlib import Path
 
 # Names whose values are redacted wherever they show up, and key shapes redacted even when unnamed. A provider
 # adds the variable its key is read from (provider.api_key_env) with add_secret_name() before it uses it.
-SECRET_NAMES = ["RUNPOD_API_KEY"]
-_KEY_SHAPES = re.compile(r"rpa_[A-Za-z0-9]{8,}")
+SECRET_NAMES = ["RUNPOD_API_KEY", "HF_TOKEN"]
+_KEY_SHAPES = re.compile(r"rpa_[A-Za-z0-9]{8,}|hf_[A-Za-z0-9]{30,}")  # RunPod keys, Hugging Face tokens
 REDACTED = "***"
 
 

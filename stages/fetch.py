@@ -14,6 +14,7 @@ from loguru import logger
 
 from engine.context import RunContext
 from engine.errors import StageError
+from engine.pod_secrets import remove_token
 from engine.stage import BaseStage
 
 
@@ -30,6 +31,7 @@ def safe_destination(run_dir: Path, rel: str) -> Path:
 
 class Fetch(BaseStage):
     def run(self, ctx: RunContext) -> None:
+        remove_token(ctx)  # training is over: the token goes first, whatever happens to the rest of fetch
         if ctx.transport is None:
             raise StageError("no connection to the pod", "the pipeline needs a probe stage before fetch")
         out = posixpath.join(ctx.remote_dir, "out")

@@ -23,6 +23,10 @@ class Transport(Protocol):
     def get(self, remote: str, local: Path, sha256: str | None = None) -> str:
         """Copy a file home; when sha256 is given a mismatch raises and leaves no file behind."""
 
+    def write_private(self, remote: str, data: bytes) -> None:
+        """Write bytes to a new file on the pod that only its owner may read (0600), into an existing folder.
+        For secrets: the bytes never exist in a file on this machine."""
+
     def close(self) -> None: ...
 
 

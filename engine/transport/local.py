@@ -1,19 +1,23 @@
 """transport=local: the pod is this machine; commands run under bash, files are copied."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
 from engine.hashing import sha256_file
 from engine.errors import TransportError
+from engine.secrets import SECRET_NAMES
 from engine.transport.base import LineSink, check_sha256
 
 
 class LocalTransport:
     def exec(self, command: str, on_line: LineSink | None = None, timeout: float | None = None) -> int:
+        # None of our secrets in the "pod's" environment, as none would be in a real pod's SSH session.
+        env = {k: v for k, v in os.environ.items() if k not in SECRET_NAMES}
         proc = subprocess.Popen(["bash", "-c", command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, text=True, errors="replace")
+                                stdin=subprocess.DEVNULL, text=True, errors="replace", env=env)
         try:
             for line in proc.stdout:
                 if on_line:
@@ -32,6 +36,16 @@ class LocalTransport:
 
     def get(self, remote: str, local: Path, sha256: str | None = None) -> str:
         return self._copy(Path(remote), Path(local), sha256)
+
+    def write_private(self, remote: str, data: bytes) -> None:
+        path = Path(remote)
+        path.unlink(missing_ok=True)  # O_CREAT keeps an existing file's mode: start from none
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # whatever the umask
+            os.write(fd, data)
+        finally:
+            os.close(fd)
 
     @staticmethod
     def _copy(src: Path, dst: Path, expected: str | None) -> str:
