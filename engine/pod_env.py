@@ -13,7 +13,7 @@ import re
 import shlex
 
 from engine.context import RunContext
-from engine.secrets import SECRET_NAMES
+from engine.secrets import is_secret_name
 
 # Each cache the training fills, and its folder under the cache root. Unsloth's default is a relative
 # `unsloth_compiled_cache` in the working directory, that is the run's own folder: never found again.
@@ -71,7 +71,7 @@ def check_config(cfg) -> list[tuple[str, str]]:
         key = f"remote.env.{name}"
         if not _NAME.fullmatch(str(name)):
             problems.append((key, "is not a valid environment variable name"))
-        elif name in TOKEN_VARS or name in SECRET_NAMES:
+        elif name in TOKEN_VARS or is_secret_name(name):
             problems.append((key, "would write a secret into the run's config: export it (or put it in .env) "
                                   "instead; HF_TOKEN reaches the pod in a private file"))
         elif name in MANAGED:

@@ -40,7 +40,8 @@ def place_token(ctx: RunContext) -> str | None:
     out: list[str] = []
     quoted = shlex.quote(folder)
     # A fresh folder, private from its first moment: nothing can be opened inside it by anyone else.
-    if ctx.transport.exec(f"rm -rf {quoted} && mkdir -m 700 {quoted}", on_line=out.append) != 0:
+    command = f"mkdir -p {shlex.quote(ctx.remote_dir)} && rm -rf {quoted} && mkdir -m 700 {quoted}"
+    if ctx.transport.exec(command, on_line=out.append) != 0:
         raise StageError(f"cannot make the private folder {folder} on the pod: {' '.join(out)[-200:]}")
     ctx.transport.write_private(path, token.encode())
     if ctx.transport.exec(f"chmod 600 {shlex.quote(path)}") != 0:

@@ -39,6 +39,10 @@ def add_secret_name(name: str) -> None:
         SECRET_NAMES.append(name)
 
 
+def is_secret_name(name: str) -> bool:
+    return name in SECRET_NAMES
+
+
 def secret_values() -> list[str]:
     return [v for v in (os.environ.get(n) for n in SECRET_NAMES) if v and len(v) >= 4]
 

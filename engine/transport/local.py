@@ -8,14 +8,14 @@ from pathlib import Path
 
 from engine.hashing import sha256_file
 from engine.errors import TransportError
-from engine.secrets import SECRET_NAMES
+from engine.secrets import is_secret_name
 from engine.transport.base import LineSink, check_sha256
 
 
 class LocalTransport:
     def exec(self, command: str, on_line: LineSink | None = None, timeout: float | None = None) -> int:
         # None of our secrets in the "pod's" environment, as none would be in a real pod's SSH session.
-        env = {k: v for k, v in os.environ.items() if k not in SECRET_NAMES}
+        env = {k: v for k, v in os.environ.items() if not is_secret_name(k)}
         proc = subprocess.Popen(["bash", "-c", command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, text=True, errors="replace", env=env)
         try:

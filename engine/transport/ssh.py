@@ -225,7 +225,7 @@ class SshTransport:
                 sftp.remove(remote)  # an existing file would keep its mode
             except FileNotFoundError:
                 pass
-            with sftp.open(remote, "xb") as fh:
+            with sftp.open(remote, "wx") as fh:
                 fh.chmod(0o600)  # before the first byte: the file is created with the server's umask
                 fh.write(data)
         except RETRYABLE as exc:

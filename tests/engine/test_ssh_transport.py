@@ -60,3 +60,13 @@ def test_an_unreachable_host_gives_up_at_the_deadline(tmp_path):
     t = SshTransport(SshTarget("127.0.0.1", 9, "root", tmp_path / "no-key", tmp_path / "known_hosts"))
     with pytest.raises(TransportError, match="could not reach root@127.0.0.1:9 over SSH within 1s"):
         t.open(deadline_s=1)
+
+
+def test_write_private_makes_a_new_0600_file_even_over_a_readable_one(transport, tmp_path):
+    target = tmp_path / "secrets" / "token"
+    target.parent.mkdir(mode=0o700)
+    target.write_text("old")
+    target.chmod(0o644)
+    transport.write_private(str(target), b"new secret")
+    assert target.read_bytes() == b"new secret"
+    assert target.stat().st_mode & 0o777 == 0o600
