@@ -3,7 +3,15 @@
 The training runs in its own session with a log, pid and exit-code file, so a dropped connection (or a
 dead laptop) does not kill it: following (remote_image/follow_log.py) resumes from the last line seen. Lines that start with
 EVENT_PREFIX are progress events (see remote_image/train_unsloth.py) and drive the progress bar; every line
-is also written to <run_dir>/train.log as it arrives, so the log is home even if the pod is not.
+is also written to <run_dir>/train.log as it arrives (secrets redacted), so the log is home even if the pod is not.
+
+An SSH session starts with a fresh environment, so the image's ENV lines never reach training: the launch
+command exports the training process's own (engine/pod_env.py). HF_HOME, TRITON_CACHE_DIR,
+TORCHINDUCTOR_CACHE_DIR and UNSLOTH_COMPILE_LOCATION go under remote.cache_dir (made mode 700), which on
+RunPod defaults to <workdir>/.cache, the network volume when one is mounted: the next run on that volume finds
+the model and the compiled kernels. ssh and local leave the machine's own caches alone unless it is set.
+Always: PYTHONUNBUFFERED=1, HF_XET_HIGH_PERFORMANCE=1, the interpreter's folder first on PATH, remote.env,
+and HF_TOKEN_PATH when upload placed a token (the token itself is in no environment and no command line).
 """
 from __future__ import annotations
 
