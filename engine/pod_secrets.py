@@ -20,7 +20,7 @@ from engine.errors import StageError, TransportError
 
 TOKEN_ENV = "HF_TOKEN"
 STATE_KEY = "hf_token"  # state.outputs: where the file is and whether it was removed (never the token)
-REMOVE_TIMEOUT_S = 30.0  # a dead connection must not hold up deleting the pod for long
+REMOVE_TIMEOUT_S = 15.0  # a dead connection must not hold up deleting the pod for long
 
 
 def secrets_dir(ctx: RunContext) -> str:

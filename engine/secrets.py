@@ -1,7 +1,7 @@
 """Secrets come from the environment or a `.env` file, and are known here so logs can redact them.
 
-Nothing secret is ever put into the composed config: providers read their key from the environment by
-name, so `.hydra/`, state.json and run-summary.json cannot hold one.
+Nothing secret is ever put into the composed config: providers read their key, and upload the HF token,
+from the environment by name, so `.hydra/`, state.json and run-summary.json cannot hold one.
 """
 from __future__ import annotations
 

@@ -88,7 +88,8 @@ def test_your_own_machine_keeps_its_own_caches_unless_told(tmp_path, provider):
     assert not set(CACHE_VARS) & set(env), "the machine's own caches are left alone"
     assert env["PYTHONUNBUFFERED"] == "1"
     env = training_env(context(tmp_path, *provider, "remote.cache_dir=/srv/cache"))
-    assert env["TRITON_CACHE_DIR"] == "/srv/cache/triton" and env["TORCHINDUCTOR_CACHE_DIR"] == "/srv/cache/torchinductor"
+    assert env["TRITON_CACHE_DIR"] == "/srv/cache/triton"
+    assert env["TORCHINDUCTOR_CACHE_DIR"] == "/srv/cache/torchinductor"
 
 
 def test_remote_env_and_the_token_file_reach_the_launch(tmp_path):
