@@ -51,6 +51,11 @@ class RunContext:
         return self.cfg.remote.python or self.provider.default_python
 
     @property
+    def remote_cache_dir(self) -> str | None:
+        """Root of the training's caches on the pod; None leaves the machine's own caches alone."""
+        return self.cfg.remote.cache_dir or self.provider.default_cache_dir
+
+    @property
     def script_path(self) -> Path:
         return Path(self.cfg.remote.script) if self.cfg.remote.script else PROJECT_ROOT / "remote_image" / "train_unsloth.py"
 

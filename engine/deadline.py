@@ -20,10 +20,8 @@ import json
 import os
 import posixpath
 import shlex
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 from loguru import logger
 
@@ -55,20 +53,14 @@ def deadline_env(ctx: RunContext) -> dict[str, str]:
 
 
 def _put_private(ctx: RunContext, value: str, remote: str) -> None:
-    """A secret into a root-only file on the pod over SFTP: the folder is private before the file exists,
-    and the local copy lives only in a private temporary folder for the length of the upload."""
+    """A secret into a root-only file on the pod, written from memory over the connection: the folder is
+    private before the file exists."""
     folder = posixpath.dirname(remote)
     out: list[str] = []
     if ctx.transport.exec(f"mkdir -p -m 700 {shlex.quote(folder)} && chmod 700 {shlex.quote(folder)}",
                           on_line=out.append) != 0:
         raise StageError(f"cannot make {folder} on the pod: {' '.join(out)[-200:]}")
-    with tempfile.TemporaryDirectory(prefix="lorapod-secret-") as private:
-        local = Path(private) / "secret"
-        fd = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(value)
-        ctx.transport.put(local, remote)
-    ctx.transport.exec(f"chmod 600 {shlex.quote(remote)}")
+    ctx.transport.write_private(remote, value.encode())
 
 
 def start_watchdog(ctx: RunContext) -> dict:

@@ -195,6 +195,13 @@ class RemoteConfig:
     workdir: Optional[str] = None  # root for run folders on the pod; null: the provider's default
     python: Optional[str] = None  # interpreter on the pod; null: the provider's default
     script: Optional[str] = None  # training script to upload; null: remote_image/train_unsloth.py
+    # Root of the training's caches (Hugging Face hub, Triton, Inductor, Unsloth's compiled modules), an absolute
+    # path on the pod made mode 700: null takes the provider's default (runpod: <workdir>/.cache, on the network
+    # volume when one is mounted, so the next run finds the model; ssh and local: none, your own caches are used).
+    cache_dir: Optional[str] = None
+    # Extra environment for the training process only, e.g. +remote.env.HF_HUB_OFFLINE=1; written into the
+    # run's config, so never a secret (HF_TOKEN goes in a private file: README, Secrets).
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

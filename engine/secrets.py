@@ -1,7 +1,7 @@
 """Secrets come from the environment or a `.env` file, and are known here so logs can redact them.
 
-Nothing secret is ever put into the composed config: providers read their key from the environment by
-name, so `.hydra/`, state.json and run-summary.json cannot hold one.
+Nothing secret is ever put into the composed config: providers read their key, and upload the HF token,
+from the environment by name, so `.hydra/`, state.json and run-summary.json cannot hold one.
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 # Names whose values are redacted wherever they show up, and key shapes redacted even when unnamed. A provider
 # adds the variable its key is read from (provider.api_key_env) with add_secret_name() before it uses it.
-SECRET_NAMES = ["RUNPOD_API_KEY"]
-_KEY_SHAPES = re.compile(r"rpa_[A-Za-z0-9]{8,}")
+SECRET_NAMES = ["RUNPOD_API_KEY", "HF_TOKEN"]
+_KEY_SHAPES = re.compile(r"rpa_[A-Za-z0-9]{8,}|hf_[A-Za-z0-9]{30,}")  # RunPod keys, Hugging Face tokens
 REDACTED = "***"
 
 
@@ -37,6 +37,10 @@ def add_secret_name(name: str) -> None:
     """Redact the value of environment variable `name` from now on, wherever it shows up."""
     if name and name not in SECRET_NAMES:
         SECRET_NAMES.append(name)
+
+
+def is_secret_name(name: str) -> bool:
+    return name in SECRET_NAMES
 
 
 def secret_values() -> list[str]:

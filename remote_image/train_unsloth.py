@@ -11,6 +11,11 @@ fetches. Trainer checkpoints go to `checkpoints/`, which is never fetched.
 Each logging step prints one line `@@lorapod {json}` on stdout; the orchestrator turns these into its
 progress bar, so the line format is a contract (see EVENT_PREFIX).
 
+The Hugging Face token, when there is one, is a file named by HF_TOKEN_PATH. It is not also passed as
+`token=`: huggingface_hub reads that file for every hub call, Unsloth's and transformers' included, and
+Unsloth answers an explicit token it finds nowhere saved by logging in, which writes it to a token store.
+An early `env` event reports the environment the launch set (never the token).
+
 Backends: Unsloth's FastLanguageModel when `train.backend` is `unsloth`, or `auto` and unsloth imports;
 plain transformers + PEFT otherwise. Both go through TRL's SFTTrainer with prompt/completion rows, so the
 loss covers only the final assistant answer.
@@ -34,10 +39,30 @@ TINY_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 TINY_SPECIAL_TOKENS = ["<|pad|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# Set by lorapod's launch (an SSH session has none of the image's ENV): reported, so a wrong one shows.
+REPORTED_ENV = ("HF_HOME", "HF_HUB_OFFLINE", "HF_XET_HIGH_PERFORMANCE", "HF_TOKEN_PATH", "TRITON_CACHE_DIR",
+                "TORCHINDUCTOR_CACHE_DIR", "UNSLOTH_COMPILE_LOCATION", "PYTHONUNBUFFERED")
 
 
 def emit(event: str, **fields) -> None:
     print(EVENT_PREFIX + json.dumps({"event": event, **fields}, sort_keys=True), flush=True)
+
+
+def environment_report() -> dict:
+    """What the launch gave this process: cache locations and switches, and whether the token file is there and
+    private. Never the token: this goes into train.log and result.json."""
+    report = {name: os.environ.get(name) for name in REPORTED_ENV}
+    report["PATH_first"] = os.environ.get("PATH", "").split(os.pathsep)[0]
+    report["hf_token_in_environment"] = any(os.environ.get(n) for n in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"))
+    token_path = os.environ.get("HF_TOKEN_PATH")
+    if token_path:
+        try:
+            mode, folder_mode = os.stat(token_path).st_mode, os.stat(os.path.dirname(token_path)).st_mode
+            report["hf_token_file"] = {"readable": os.access(token_path, os.R_OK), "mode": oct(mode & 0o777),
+                                       "folder_mode": oct(folder_mode & 0o777)}
+        except OSError as exc:
+            report["hf_token_file"] = {"readable": False, "error": exc.strerror}
+    return report
 
 
 def sha256_file(path: Path) -> str:
@@ -209,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", type=Path)
     args = parser.parse_args(argv)
     cfg = json.loads(args.config.read_text(encoding="utf-8"))
+    environment = environment_report()
+    emit("env", **environment)
     root = args.config.resolve().parent
     out = root / "out"
     adapter_dir = out / "adapter"
@@ -323,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         "eval_examples": len(eval_rows),
         "seconds": round(time.time() - started, 3),
         "versions": versions(),
+        "env": environment,
         "files": {str(p.relative_to(out)): sha256_file(p) for p in outputs},
     }
     if not all(map(math.isfinite, [v for v in (result["train_loss"], eval_before, eval_after) if v is not None])):

@@ -36,6 +36,7 @@ from loguru import logger
 
 from engine.context import RunContext
 from engine.errors import StageError, TransportError
+from engine.pod_secrets import remove_token
 from engine.stage import BaseStage
 from stages.fetch_rules import ALLOWED, group, plain, refusal, safe_destination
 
@@ -69,6 +70,7 @@ class Fetch(BaseStage):
         return [] if cap > 0 else [("provider.max_fetch_mb", f"must be > 0 (got {cap})")]
 
     def run(self, ctx: RunContext) -> None:
+        remove_token(ctx)  # training is over: the token goes first, whatever happens to the rest of fetch
         if ctx.transport is None:
             raise StageError("no connection to the pod", "the pipeline needs a probe stage before fetch")
         out = posixpath.join(ctx.remote_dir, "out")

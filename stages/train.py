@@ -3,7 +3,15 @@
 The training runs in its own session with a log, pid and exit-code file, so a dropped connection (or a
 dead laptop) does not kill it: following (remote_image/follow_log.py) resumes from the last line seen. Lines that start with
 EVENT_PREFIX are progress events (see remote_image/train_unsloth.py) and drive the progress bar; every line
-is also written to <run_dir>/train.log as it arrives, so the log is home even if the pod is not.
+is also written to <run_dir>/train.log as it arrives (secrets redacted), so the log is home even if the pod is not.
+
+An SSH session starts with a fresh environment, so the image's ENV lines never reach training: the launch
+command exports the training process's own (engine/pod_env.py). HF_HOME, TRITON_CACHE_DIR,
+TORCHINDUCTOR_CACHE_DIR and UNSLOTH_COMPILE_LOCATION go under remote.cache_dir (made mode 700), which on
+RunPod defaults to <workdir>/.cache, the network volume when one is mounted: the next run on that volume finds
+the model and the compiled kernels. ssh and local leave the machine's own caches alone unless it is set.
+Always: PYTHONUNBUFFERED=1, HF_XET_HIGH_PERFORMANCE=1, the interpreter's folder first on PATH, remote.env,
+and HF_TOKEN_PATH when upload placed a token (the token itself is in no environment and no command line).
 """
 from __future__ import annotations
 
@@ -16,8 +24,11 @@ from loguru import logger
 
 from engine.context import RunContext
 from engine.errors import ProviderError, StageError, TransportError
+from engine.pod_env import check_config as check_pod_env
+from engine.pod_env import launch_exports, private_dir_command, training_env
 from engine.progress import ProgressBar
 from engine.providers.base import current_pod
+from engine.secrets import redact
 from engine.stage import BaseStage
 from stages.upload import FOLLOWER_NAME, SCRIPT_NAME
 
@@ -25,12 +36,16 @@ VANISHED = 3  # follow_log.py's status when training ended without writing an ex
 EVENT_PREFIX = "@@lorapod "  # the same constant as in remote_image/train_unsloth.py (a test keeps them equal)
 
 
-def launch_command(rdir: str, python: str) -> str:
-    job = f"{shlex.quote(python)} {SCRIPT_NAME} config.json > train.log 2>&1; echo $? > exit_code.tmp; " \
-          "mv exit_code.tmp exit_code; rm -f train.pid"
+def launch_command(rdir: str, python: str, env: dict[str, str] | None = None, cache_dir: str | None = None) -> str:
+    # The exports live inside the job, so they reach the training process and nothing else of the session.
+    exports = launch_exports(env or {}, python)
+    job = (f"{exports}; " if exports else "") + \
+        f"{shlex.quote(python)} {SCRIPT_NAME} config.json > train.log 2>&1; echo $? > exit_code.tmp; " \
+        "mv exit_code.tmp exit_code; rm -f train.pid"
+    private = f"{private_dir_command(cache_dir)} && " if cache_dir else ""
     # Only the setsid'd job goes to the background (a backgrounded `a && b &` list would hold our stdout
     # open until training ends); its own session keeps it alive when the connection drops.
-    return (f"cd {shlex.quote(rdir)} && rm -f exit_code && "
+    return (f"{private}cd {shlex.quote(rdir)} && rm -f exit_code && "
             f"{{ setsid nohup bash -c {shlex.quote(job)} > /dev/null 2>&1 < /dev/null & echo $! > train.pid; }} "
             f"&& echo launched")
 
@@ -43,12 +58,17 @@ class Train(BaseStage):
     def __init__(self, reconnect_s: float = 600.0):
         self.reconnect_s = reconnect_s  # how long to keep trying to reach the pod again after a drop
 
+    @staticmethod
+    def check_config(cfg) -> list[tuple[str, str]]:
+        return check_pod_env(cfg)
+
     def run(self, ctx: RunContext) -> None:
         if ctx.transport is None:
             raise StageError("no connection to the pod", "the pipeline needs a probe stage before train")
         rdir = ctx.remote_dir
         out: list[str] = []
-        if ctx.transport.exec(launch_command(rdir, ctx.remote_python), on_line=out.append) != 0:
+        command = launch_command(rdir, ctx.remote_python, training_env(ctx), ctx.remote_cache_dir)
+        if ctx.transport.exec(command, on_line=out.append) != 0:
             raise StageError(f"could not start training on the pod: {' '.join(out)[-300:]}")
         ctx.state.mark("train_launched")
         ctx.save()
@@ -133,7 +153,7 @@ class _Follower:
 
     def line(self, text: str) -> None:
         self.lines_seen += 1
-        self.log.write(text + "\n")
+        self.log.write(redact(text) + "\n")  # a library on the pod may print what it should not
         self.log.flush()
         if not text.startswith(EVENT_PREFIX):
             self.last_lines.append(text)

@@ -1,4 +1,7 @@
-"""upload: the dataset, config.json, the training script and its log follower to the pod, each checked by sha256 on arrival."""
+"""upload: the dataset, config.json, the training script and its log follower to the pod, each checked by sha256 on arrival.
+
+HF_TOKEN, when set, goes last and differently: from memory into a private file on the pod (engine/pod_secrets.py).
+"""
 from __future__ import annotations
 
 import json
@@ -10,6 +13,7 @@ from omegaconf import OmegaConf
 
 from engine.context import PROJECT_ROOT, RunContext
 from engine.errors import StageError
+from engine.pod_secrets import place_token
 from engine.stage import BaseStage
 
 SCRIPT_NAME = "train_unsloth.py"
@@ -48,3 +52,4 @@ class Upload(BaseStage):
             logger.debug(f"uploaded {rel} sha256 {digest}")
         ctx.state.outputs["upload"] = {"bytes": total, "seconds": round(time.monotonic() - started, 3)}
         logger.info(f"uploaded {len(files)} files ({total / 1e6:.2f} MB), sha256 verified")
+        place_token(ctx)

@@ -45,8 +45,15 @@ def fake_key(tag: str) -> str:
     return "rpa" + "_" + tag.upper() + "0" * 24
 
 
+def fake_hf_token(tag: str) -> str:
+    """A made-up string shaped like a Hugging Face token (hf_ + 34 letters), built here for the same reason."""
+    return "hf" + "_" + (tag.capitalize() + "Q" * 34)[:34]
+
+
 def lorapod_env(**extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "HYDRA_"))}
+    # Your own keys and tokens stay out of the tests: a test that wants one says so.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("RUNPOD_", "HYDRA_")) and k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
     env.update(extra)
     return env
 

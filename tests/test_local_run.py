@@ -4,13 +4,16 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEFAULT_RUN_KEY, PYTHON, REPO, Background, lorapod_env, run_lorapod, wait_for
+from engine.pod_env import CACHE_VARS
+from stages.train import EVENT_PREFIX
+from tests.conftest import DEFAULT_RUN_KEY, PYTHON, REPO, Background, fake_hf_token, lorapod_env, run_lorapod, wait_for
 
 
 def test_default_run_succeeds_and_lands_everything(default_run):
@@ -163,3 +166,57 @@ def test_a_training_process_killed_on_the_pod_fails_the_run_clearly(run_dir):
     assert run.summary["failed_stage"] == "train" and "vanished without an exit code" in run.summary["error"]
     assert run.stage_status("terminate") == "succeeded"
     assert (run_dir / "dataset" / "train.jsonl").is_file()
+
+
+def _group(pgid: int) -> list[int]:
+    """The processes of a process group: the detached job's shell and the training under it."""
+    found = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[2]) == pgid:
+            found.append(int(stat_file.parent.name))
+    return found
+
+
+def test_training_sees_its_caches_and_the_hf_token_only_as_a_private_file(run_dir, tmp_path):
+    token, cache = fake_hf_token("localrun"), tmp_path / "cache"
+    with Background("train.max_steps=100000", "train.logging_steps=10", f"remote.cache_dir={cache}",
+                    run_dir=run_dir, env=lorapod_env(HF_TOKEN=token)) as bg:
+        bg.wait_for_training()
+        pgid = int(next(run_dir.glob("pod/*/train.pid")).read_text())
+        try:
+            secret = _check_the_training_process(run_dir, pgid, token, cache)
+        except BaseException:
+            os.killpg(pgid, signal.SIGKILL)  # a failed check must not leave 100000 steps running
+            raise
+        bg.proc.send_signal(signal.SIGTERM)  # no fetch: the end of the run must delete it
+        run = bg.finish(timeout=120)
+    assert run.proc.returncode == 130, run.output
+    assert not secret.parent.exists(), "the token's folder is deleted when the run ends"
+    assert token not in run.output
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert token not in path.read_text(errors="ignore"), path
+
+
+def _check_the_training_process(run_dir: Path, pgid: int, token: str, cache: Path) -> Path:
+    env = next(json.loads(line.removeprefix(EVENT_PREFIX)) for line in (run_dir / "train.log").open()
+               if line.startswith(EVENT_PREFIX) and '"event": "env"' in line)
+    assert {name: env[name] for name in CACHE_VARS} == {name: str(cache / sub) for name, sub in CACHE_VARS.items()}
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    assert env["PYTHONUNBUFFERED"] == "1" and env["PATH_first"] == str(Path(PYTHON).parent)
+
+    secret = Path(env["HF_TOKEN_PATH"])
+    assert env["hf_token_file"] == {"readable": True, "mode": "0o600", "folder_mode": "0o700"}
+    assert env["hf_token_in_environment"] is False
+    assert secret.read_text() == token
+    seen = {pid: (Path(f"/proc/{pid}/cmdline").read_bytes(), Path(f"/proc/{pid}/environ").read_bytes())
+            for pid in _group(pgid)}
+    training = [environ for cmdline, environ in seen.values() if cmdline.split(b"\0")[1:2] == [b"train_unsloth.py"]]
+    assert len(training) == 1 and b"HF_TOKEN_PATH=" + str(secret).encode() in training[0]
+    for pid, (cmdline, environ) in seen.items():
+        assert token.encode() not in cmdline + environ, f"the token is visible in /proc/{pid}"
+    return secret

@@ -44,6 +44,7 @@ class Provider(Protocol):
     name: str
     default_workdir: str  # remote.workdir when the config leaves it null
     default_python: str  # remote.python when the config leaves it null
+    default_cache_dir: str | None  # remote.cache_dir when the config leaves it null; None: the machine's own caches
 
     def create(self, spec: PodSpec) -> Pod: ...
 

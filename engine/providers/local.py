@@ -25,6 +25,7 @@ class LocalProvider:
         self.ctx = ctx
         self.default_workdir = str(ctx.run_dir / "pod")
         self.default_python = sys.executable
+        self.default_cache_dir = None  # this machine: training uses your own caches, as anything you run does
 
     @staticmethod
     def check_config(cfg) -> list[tuple[str, str]]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import posixpath
 import re
 import time
 from dataclasses import asdict, dataclass
@@ -58,6 +59,9 @@ class RunPodProvider:
         self.settings = ctx.cfg.provider
         self.default_workdir = self.settings.workdir
         self.default_python = ctx.cfg.image.python
+        # The workdir is where a network volume is mounted: a cache there outlives the pod, so the next run on
+        # that volume finds the model and the compiled kernels instead of fetching and compiling them again.
+        self.default_cache_dir = posixpath.join(ctx.cfg.remote.workdir or self.settings.workdir, ".cache")
         self._api: RunPodApi | None = None
         add_secret_name(self.settings.api_key_env)  # whatever the variable is called, its value never reaches a log
         if self.settings.watchdog_api_key_env:

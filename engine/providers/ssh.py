@@ -26,6 +26,7 @@ class SshProvider:
         self.settings = ctx.cfg.provider
         self.default_workdir = self.settings.workdir
         self.default_python = self.settings.python
+        self.default_cache_dir = None  # your machine: its own caches are left as they are
 
     @staticmethod
     def check_config(cfg) -> list[tuple[str, str]]:

@@ -28,6 +28,10 @@ class Transport(Protocol):
         """The size in bytes of a regular file on the pod (links followed); anything else raises. Lets a
         caller refuse a download before it starts."""
 
+    def write_private(self, remote: str, data: bytes) -> None:
+        """Write bytes to a new file on the pod that only its owner may read (0600), into an existing folder.
+        For secrets: the bytes never exist in a file on this machine."""
+
     def close(self) -> None: ...
 
 

@@ -9,13 +9,16 @@ from pathlib import Path
 
 from engine.hashing import sha256_file
 from engine.errors import TransportError
+from engine.secrets import is_secret_name
 from engine.transport.base import LineSink, check_max_bytes, check_sha256
 
 
 class LocalTransport:
     def exec(self, command: str, on_line: LineSink | None = None, timeout: float | None = None) -> int:
+        # None of our secrets in the "pod's" environment, as none would be in a real pod's SSH session.
+        env = {k: v for k, v in os.environ.items() if not is_secret_name(k)}
         proc = subprocess.Popen(["bash", "-c", command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, text=True, errors="replace")
+                                stdin=subprocess.DEVNULL, text=True, errors="replace", env=env)
         try:
             for line in proc.stdout:
                 if on_line:
@@ -43,6 +46,16 @@ class LocalTransport:
         if not stat.S_ISREG(info.st_mode):
             raise TransportError(f"{remote} is not a regular file")
         return info.st_size
+
+    def write_private(self, remote: str, data: bytes) -> None:
+        path = Path(remote)
+        path.unlink(missing_ok=True)  # O_CREAT keeps an existing file's mode: start from none
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # whatever the umask
+            os.write(fd, data)
+        finally:
+            os.close(fd)
 
     @staticmethod
     def _copy(src: Path, dst: Path, expected: str | None, max_bytes: int | None = None) -> str:

@@ -146,7 +146,8 @@ class SshTransport:
 
     def exec(self, command: str, on_line: LineSink | None = None, timeout: float | None = None) -> int:
         try:
-            channel = self._transport().open_session(window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET_SIZE)
+            channel = self._transport().open_session(window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET_SIZE,
+                                                     timeout=timeout)
             channel.set_combine_stderr(True)
             channel.settimeout(timeout)
             channel.exec_command(f"exec 2>&1; {command}")  # one stream on the pod keeps the lines in order
@@ -226,6 +227,19 @@ class SshTransport:
         if info.st_mode is None or not stat.S_ISREG(info.st_mode):
             raise TransportError(f"{remote} on {self.target.describe()} is not a regular file")
         return info.st_size
+
+    def write_private(self, remote: str, data: bytes) -> None:
+        try:
+            sftp = self._lanes(0)[0]
+            try:
+                sftp.remove(remote)  # an existing file would keep its mode
+            except FileNotFoundError:
+                pass
+            with sftp.open(remote, "wx") as fh:
+                fh.chmod(0o600)  # before the first byte: the file is created with the server's umask
+                fh.write(data)
+        except RETRYABLE as exc:
+            raise TransportError(f"writing {remote} on {self.target.describe()} failed: {exc}") from exc
 
     def get(self, remote: str, local: Path, sha256: str | None = None, max_bytes: int | None = None) -> str:
         local = Path(local)

@@ -88,3 +88,13 @@ def test_size_and_max_bytes_refuse_what_is_too_big_or_grows_and_leave_nothing(tr
     with pytest.raises(TransportError, match="over 5000 bytes"):
         transport.get(str(remote), home / "out.bin", max_bytes=5000)
     assert list(home.iterdir()) == []
+
+
+def test_write_private_makes_a_new_0600_file_even_over_a_readable_one(transport, tmp_path):
+    target = tmp_path / "secrets" / "token"
+    target.parent.mkdir(mode=0o700)
+    target.write_text("old")
+    target.chmod(0o644)
+    transport.write_private(str(target), b"new secret")
+    assert target.read_bytes() == b"new secret"
+    assert target.stat().st_mode & 0o777 == 0o600
