@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from tests import sshd
 from tests.emulator import openapi
-from tests.emulator.pod import WAIT_S, EmulatedPod, random_id
+from tests.emulator.pod import IMAGES, WAIT_S, EmulatedPod, container_preflight, image_kind, random_id
 
 CAPACITY_DETAIL = ("There are no longer any instances available with the requested specifications. "
                    "Please refresh and try again.")
@@ -315,17 +315,17 @@ class RunPodEmulator:
     """RunPod's REST v2 API on 127.0.0.1, each pod a real sshd. See the package docstring."""
 
     def __init__(self, api_key: str = DEFAULT_API_KEY, *, provisioning_s: float = 0.1, starting_s: float = 0.1,
-                 ports_after_running_s: float = 0.3, validate: bool = True, boot_watchdog: bool = False,
-                 watchdog_poll_s: Optional[float] = 0.1, catalog: Optional[list[GpuOffer]] = None,
-                 root: Optional[Path] = None, scanner_interval_s: Optional[float] = 1.0,
-                 page_size: Optional[int] = None):
+                 ports_after_running_s: float = 0.3, validate: bool = True,
+                 catalog: Optional[list[GpuOffer]] = None, root: Optional[Path] = None,
+                 scanner_interval_s: Optional[float] = 1.0, page_size: Optional[int] = None,
+                 entrypoints: Optional[dict[str, str]] = None):
         self.api_key = api_key
         self.provisioning_s = provisioning_s
         self.starting_s = starting_s
         self.ports_after_running_s = ports_after_running_s
         self.validate = validate
-        self.boot_watchdog = boot_watchdog
-        self.watchdog_poll_s = watchdog_poll_s
+        # image reference -> "lorapod" | "runpod": forces the entrypoint that stands for it (read at each create)
+        self.entrypoints: dict[str, str] = dict(entrypoints or {})
         self.catalog = catalog if catalog is not None else default_catalog()
         self.scanner_interval_s = scanner_interval_s  # read at each create: ready pods' sshd logs a scanner
         self.page_size = page_size  # None: lists are one page (the document); n: pages of n (see _page)
@@ -349,6 +349,7 @@ class RunPodEmulator:
     # ---- start / stop
     def start(self) -> "RunPodEmulator":
         sshd.preflight()  # each pod is an sshd: fail now, in sshd's words, not after a client's ready timeout
+        container_preflight()  # and a PID namespace: the same
         openapi.spec()  # fail now, not on the first request, when the document is missing
         if self._root_given is not None:
             self.root = Path(self._root_given)
@@ -645,6 +646,9 @@ class RunPodEmulator:
             return problem(400, self.faults.capacity_detail((gpu["id"], cloud)), fault="capacity")
         if not cudas or not centers:
             return problem(400, self.faults.capacity_detail((gpu["id"], cloud)))
+        kind = image_kind(body["image"], self.entrypoints)
+        if kind not in IMAGES:
+            raise ValueError(f"emu.entrypoints[{body['image']!r}] is {kind!r}, not one of {', '.join(IMAGES)}")
         pod_id = random_id()
         pod = EmulatedPod(
             id=pod_id, key="rpa_" + "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(44)),
@@ -652,10 +656,8 @@ class RunPodEmulator:
             data_center=centers[0], cuda_version=max(cudas, key=_version),
             provisioning_s=self.provisioning_s, starting_s=self.starting_s,
             ports_after_running_s=self.ports_after_running_s, never_ready=self.faults.never_ready,
-            refuse_ssh_for_s=self.faults.refuse_ssh_for_s, boot_watchdog=self.boot_watchdog, api_url=self.url,
-            scanner_interval_s=self.scanner_interval_s,
-            public_ip=not self.faults.take_no_public_ip(),
-            extra_env={"LORAPOD_WATCHDOG_POLL_S": str(self.watchdog_poll_s)} if self.watchdog_poll_s else {},
+            refuse_ssh_for_s=self.faults.refuse_ssh_for_s, scanner_interval_s=self.scanner_interval_s,
+            public_ip=not self.faults.take_no_public_ip(), image_kind=kind,
         )
         pod.log.add(f"{body['image']}: Pulling from {body['image'].split(':')[0]}", "system")
         pod.log.add(f"Status: Downloaded newer image for {body['image']}", "system")
