@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import re
 import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -21,13 +20,6 @@ LORAPOD_IMAGE = "docker.io/lorapod/trainer:e2e"  # lorapod's own: remote_image/s
 HOST_KEY_LINE = re.compile(r"lorapod-host-key: (\S+) (SHA256:[A-Za-z0-9+/]+)")
 needs_root = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="sshd's privilege separation and a pod's namespaces need root")
-
-
-@pytest.fixture(scope="module")
-def client_key(tmp_path_factory) -> tuple[paramiko.PKey, str]:
-    folder = tmp_path_factory.mktemp("client-key")
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / "id")], check=True)
-    return paramiko.Ed25519Key.from_private_key_file(str(folder / "id")), (folder / "id.pub").read_text()
 
 
 def api(emu: RunPodEmulator, key: str | None = "account", **kw) -> httpx.Client:
@@ -106,6 +98,22 @@ def host_keys(emu: RunPodEmulator, pod_id: str) -> dict[str, str]:
     if pod.image_kind == "lorapod":
         return pinned_host_keys(emu, pod_id)
     return dict(fingerprint(path.read_text()) for path in sorted(pod.machine.ssh_dir.glob("ssh_host_*_key.pub")))
+
+
+def graphql(emu: RunPodEmulator, query: str, key: str | None = "account", variables: dict | None = None,
+            how: str = "bearer") -> httpx.Response:
+    """A GraphQL request to the emulator, the key as a Bearer header or (how="param") as ?api_key=."""
+    key = emu.api_key if key == "account" else key
+    headers, params = {}, {}
+    if key is not None:
+        if how == "param":
+            params["api_key"] = key
+        else:
+            headers["Authorization"] = f"Bearer {key}"
+    payload: dict = {"query": query}
+    if variables is not None:
+        payload["variables"] = variables
+    return httpx.post(emu.graphql_url, json=payload, headers=headers, params=params, timeout=WAIT_S)
 
 
 class Pinned(paramiko.MissingHostKeyPolicy):

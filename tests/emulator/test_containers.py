@@ -7,8 +7,8 @@ import secrets
 from pathlib import Path
 
 import pytest
-from tests.emulator.helpers import LORAPOD_IMAGE, RUNPOD_IMAGE, api, client_key, create, needs_root, run, \
-    ssh  # noqa: F401
+from tests.emulator.helpers import LORAPOD_IMAGE, RUNPOD_IMAGE, api, create, needs_root, run, \
+    ssh
 from tests.emulator.pod import IMAGES, image_kind
 
 CONTAINER_VARIABLES = ("RUNPOD_POD_ID", "RUNPOD_API_KEY", "PUBLIC_KEY", "SSH_PUBLIC_KEY", "RUNPOD_TCP_PORT_22",
