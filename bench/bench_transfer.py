@@ -86,8 +86,8 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="lorapod-bench-", dir=Path.home()))  # sshd's StrictModes
     work = Path(tempfile.mkdtemp(prefix="lorapod-bench-data-"))
     key, public = run_keypair(work / "key", "bench")
-    machine = PodMachine(home / "machine", ContainerLog())
-    machine.boot({}, {"HOME": str(home / "machine" / "home")}, [public], watchdog=False)
+    machine = PodMachine(home / "machine", ContainerLog(), "runpod")  # RunPod's official image, stand-in
+    machine.boot({"PATH": os.environ["PATH"], "PUBLIC_KEY": public})
     assert machine.up, machine.failed
     src = work / "payload.bin"
     with open(src, "wb") as fh:

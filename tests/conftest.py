@@ -133,8 +133,10 @@ def run_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def plain_sshd(tmp_path):
-    """A machine you already have: OpenSSH's sshd on 127.0.0.1 taking the key in `.key`. Its folder is under
-    $HOME because sshd's StrictModes refuses authorized_keys below a world-writable /tmp."""
+    """A machine you already have: OpenSSH's sshd on 127.0.0.1 taking the key in `.key`. It is the emulator's
+    container with the stand-in for RunPod's official image (tests/emulator/images/runpod_start.sh): sshd
+    started from PUBLIC_KEY, sessions with sshd's fresh environment. Its folder is under $HOME because sshd's
+    StrictModes refuses authorized_keys below a world-writable /tmp."""
     import getpass
     import shutil
     import tempfile
@@ -149,8 +151,8 @@ def plain_sshd(tmp_path):
     folder = Path(tempfile.mkdtemp(prefix="lorapod-sshd-", dir=Path.home()))
     key, public = run_keypair(tmp_path / "client-key", "lorapod-tests")
     log = ContainerLog()
-    machine = PodMachine(folder / "machine", log)
-    machine.boot({}, {"HOME": str(folder / "machine" / "home")}, [public], watchdog=False)
+    machine = PodMachine(folder / "machine", log, "runpod")
+    machine.boot({"PATH": os.environ["PATH"], "PUBLIC_KEY": public})
     try:
         assert machine.up, f"{machine.failed}\n{log.text()}"
         yield SimpleNamespace(host="127.0.0.1", port=machine.sshd_port, user=getpass.getuser(), key=key,

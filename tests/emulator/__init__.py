@@ -5,15 +5,17 @@ the facts in shared/reference/runpod.md. Nothing leaves loopback.
 
     from tests.emulator import RunPodEmulator
 
-    emu = RunPodEmulator(api_key="rpa_TESTKEY", provisioning_s=0.1, starting_s=0.1, ports_after_running_s=0.3)
-    emu.start()                     # emu.url == "http://127.0.0.1:<port>/v2"
+    emu = RunPodEmulator(api_key="rpa_TESTKEY", provisioning_s=0.1, starting_s=0.1, ports_after_running_s=0.3,
+                         pod_key="graphql", entrypoints={})
+    emu.start()                     # emu.url == "http://127.0.0.1:<port>/v2", emu.graphql_url ".../graphql"
     ...                             # point the client at emu.url with Authorization: Bearer rpa_TESTKEY
     emu.live_pods()                 # pods not TERMINATED: what would still bill
     emu.stop()                      # kills every pod's processes; idempotent
 
-or, in pytest, the `runpod_emulator` fixture (tests/emulator/fixtures.py; tests/emulator/conftest.py imports
-it for the emulator's own tests): a started emulator, stopped at teardown, which then fails the test if a
-response broke the OpenAPI document or the emulator itself failed.
+or, in pytest, the `runpod_emulator` fixture (tests/emulator/fixtures.py, imported by tests/conftest.py): a
+started emulator, stopped at teardown, which then fails the test if a response broke the OpenAPI document or
+the emulator itself failed. Pods are PID namespaces (unshare --pid): the emulator needs root, and says so at
+start() in unshare's words when it is not.
 
 ## Endpoints
 
@@ -39,12 +41,30 @@ response broke the OpenAPI document or the emulator itself failed.
                                     (not when the pod goes). Read it as a stream; `.text` never returns.
     GET    /v2/catalog/gpus[/{id}]  GpuType(s) with prices; include=AVAILABILITY&product=POD adds stock, data
                                     centers and CUDA versions (each needs the other: 400).
+    POST   /graphql                 RunPod's legacy GraphQL API (not in the document; see graphql.py): exactly
+                                    `pod(input: {podId})` (any selection) -> {"data": {"pod": {id, name,
+                                    desiredStatus} | null}} and `podTerminate(input: {podId})` -> {"data":
+                                    {"podTerminate": null}}, the pod terminated like DELETE (answer first); podId
+                                    inline or through `variables`. Key: ?api_key= (RunPod's docs) or Bearer.
 Other paths of the document answer 501 problem+json; unknown paths 404, wrong methods 405.
 
-Auth: `Authorization: Bearer <key>`. None or an unknown key: 401 problem+json. The account key (api_key) may do
-everything. Each pod has a pod-scoped key (`pod.key`, RUNPOD_API_KEY inside the pod) that may only GET or
-DELETE that pod (403 otherwise; it stays valid after the pod is gone, answering 404). add_key(key, methods)
-adds a key limited to some methods (403 for the others), e.g. a read-only key.
+## Keys (keys.py)
+
+REST: `Authorization: Bearer <key>`; none or an unknown key: 401 problem+json. GraphQL: a missing or unknown key
+is 401 with {"errors": [{"message"}]}; a refused or unanswerable request is 200 with `errors` and `data: null`
+(GraphQL's convention: the client must read the body). The account key (api_key) may do everything, REST and
+GraphQL. Each pod has a pod-scoped key (`pod.key`, RUNPOD_API_KEY in the pod's PID 1) whose powers are NOT
+documented: `emu.pod_key` (settable at any time, read at each request) says what it may do, on its own pod only:
+
+    "graphql"  (default) every REST call 403; GraphQL pod and podTerminate. The harsher reading of the one
+               report from a real pod (2026-08): REST stop refused (403), runpodctl's GraphQL route worked.
+    "rest"     REST GET and DELETE; GraphQL refused.
+    "action"   REST GET and POST .../action {"action": "terminate"}; DELETE and other actions 403.
+    "none"     nothing (REST 403, GraphQL errors).
+
+It stays valid after its pod is gone (REST 404, GraphQL `pod` null). add_key(key, methods=("GET",),
+graphql=False) adds a key of the account limited to those REST methods (403 for the others), and to GraphQL
+only with graphql=True: a read-only key, or the user's own restricted key for a watchdog.
 
 ## A pod's life
 
@@ -59,33 +79,59 @@ keeps it. While its port 22 is public, the pod's sshd logs a scanner's connectio
 scanner_interval_s (default 1.0; None: never), as a pod on the internet does all day: its log stream is never
 quiet for long. A pod with no public port (never_ready) is quiet after its backlog, and its stream stays open.
 
-Each pod is a real OpenSSH sshd on 127.0.0.1, started at STARTING under podinit.py, a child subreaper that
-plays the container's PID 1 so that whatever the pod starts (SSH sessions, detached jobs) stays in its tree:
+## A pod is a container
+
+At STARTING a pod's container starts (PodMachine): its own PID and mount namespaces, `unshare --pid --fork
+--mount-proc --kill-child`, under podinit.py, the shim, which runs outside it. The namespace's first process,
+container.sh, mounts a fresh private tmpfs on /run (so sshd's /run/sshd and lorapod's /run/lorapod are the
+pod's own) and binds empty files over this machine's ~/.bashrc, ~/.profile... (the image's dotfiles: sessions
+never run this machine's), then execs the image's entrypoint, which is then PID 1 of the pod, holding the
+container environment, and only it:
+
+    the create's `env` (PUBLIC_KEY, SSH_PUBLIC_KEY, LORAPOD_*...), then RunPod's variables over it:
+    RUNPOD_POD_ID, RUNPOD_API_KEY = the pod-scoped key, RUNPOD_PUBLIC_IP, RUNPOD_TCP_PORT_22, RUNPOD_GPU_COUNT,
+    RUNPOD_DC_ID, CUDA_VERSION; PATH and LANG from this machine, HOME as Docker sets it (root's home).
+
+The emulator adds nothing lorapod could lean on (no API URL, no watchdog folder): lorapod sends what it needs
+in the create's `env`. SSH sessions start with sshd's fresh environment, none of those variables (runpod.md),
+and log in as this OS user (root) with its HOME. `ps` in a pod shows the pod's processes only; /proc/1 is its
+PID 1. The rest of the filesystem is this machine's: pod files live in pod.folder (under a private folder in
+$HOME: sshd's StrictModes refuses /tmp), and a test may read what a pod wrote.
+
+FAKE: a Docker engine cannot run here, so an image is a known entrypoint (pod.IMAGES), chosen by its
+reference (pod.image_kind; `emu.entrypoints[reference] = "lorapod" | "runpod"` forces one, read at each create):
+
+    "lorapod"  a reference naming lorapod (docker.io/lorapod/trainer:TAG, docker.io/you/lorapod-trainer@sha256:..):
+               remote_image/start.sh itself, given the image installation's LORAPOD_SSH_DIR (pod.folder/ssh),
+               LORAPOD_SSH_LISTEN=127.0.0.1, LORAPOD_SSH_PORT, LORAPOD_AUTHORIZED_KEYS, LORAPOD_PYTHON and
+               LORAPOD_SSHD. It logs `lorapod-host-key:` lines, starts watchdog.py when the env has
+               LORAPOD_MAX_RUNTIME_S or LORAPOD_HEARTBEAT_FILE, and execs sshd: sshd's process title then
+               overwrites what /proc/1/environ shows, as on RunPod. Without a public key it refuses to start
+               sshd and exits (unless its watchdog runs): the boot fails, in emu.errors.
+    "runpod"   anything else (runpod/pytorch:..., unsloth/unsloth:...): images/runpod_start.sh, a stand-in for
+               RunPod's official start script (its header cites what it copies and leaves out). PID 1 is bash
+               and stays (`sleep infinity`), so /proc/1/environ keeps the variables. With PUBLIC_KEY or
+               SSH_PUBLIC_KEY it appends them to authorized_keys, makes host keys and starts sshd; without, no
+               sshd at all (the port is published, connections are reset). It logs no host key.
 
     client --> 127.0.0.1:<tcp public port>  TcpProxy (pod.proxy.port == ssh.direct.port)
-           --> 127.0.0.1:<pod.machine.sshd_port>  sshd -D -e, own ed25519 host key, key login only,
-               authorized_keys = env.PUBLIC_KEY and env.SSH_PUBLIC_KEY (none: sshd runs, nobody logs in)
+           --> 127.0.0.1:<pod.machine.sshd_port>  the pod's sshd (-D -e), key login only
 
-Files live in pod.folder (under a private folder in $HOME: sshd's StrictModes refuses /tmp). The container
-environment (the create's `env`, plus RUNPOD_POD_ID, RUNPOD_API_KEY = the pod-scoped key, RUNPOD_PUBLIC_IP,
-RUNPOD_TCP_PORT_22, RUNPOD_GPU_COUNT, RUNPOD_DC_ID, CUDA_VERSION, LORAPOD_API_URL = emu.url and
-LORAPOD_WATCHDOG_DIR = a folder of this pod's own, HOME = pod.folder/home and LORAPOD_WATCHDOG_POLL_S =
-watchdog_poll_s unless the create set them) reaches SSH sessions through sshd's SetEnv. Sessions log in as this
-OS user and start in its home directory, but HOME is the pod's own, so their shells never run this machine's
-~/.bashrc nor write its dotfiles. SetEnv cannot carry a value with a line break
-inside (e.g. two keys in PUBLIC_KEY): such a variable is left out of sessions and the log says so. RunPod's
-own variables win over the create's `env`; so do LORAPOD_API_URL and LORAPOD_WATCHDOG_DIR (pods share this
-machine: the API is the emulator, and a watchdog must never see another pod's lock).
+The pod is up when its sshd listens: its "Server listening" line, or a socket of the pod's listening on that
+port (/proc/net/tcp). A boot whose container or sshd dies ends at once, in sshd's and the image's words
+(podinit logs "podinit: start.sh exited with status N"; the stand-in "runpod-emulator: sshd exited with status
+N"): pod.machine.failed, and emu.errors. Host keys stay on the pod's disk across stop/start and restart.
 
-DELETE, terminate and stop kill every descendant of podinit (sshd, sessions, detached processes), then
-podinit; emu.stop() does the same for every pod. pod.machine.processes() lists the live pids.
+DELETE, terminate (REST or GraphQL) and stop kill the container: podinit SIGKILLs unshare and the namespace's
+PID 1, and the kernel kills every process in the namespace (sshd, sessions, detached jobs); podinit is a child
+subreaper, so it reaps them all. It does the same on SIGTERM, or when the emulator's process dies (polled: never
+PR_SET_PDEATHSIG from the emulator's short-lived threads). emu.stop() kills every pod; pod.machine.processes()
+lists the live pids (podinit, unshare, the pod's processes) as this machine numbers them.
 
 The container log (GET .../logs) has "system" lines (image pull, create/start/stop container) and
-"container" lines: the pod's output (sshd's log, the boot watchdog's) and, before sshd starts, one line per
-host key in start.sh's format, `lorapod-host-key: ssh-ed25519 SHA256:<base64 sha256 of the key blob, no
-padding>` (paramiko's key.fingerprint; ssh-keygen -lf). With boot_watchdog=True (emulator-wide, read at each
-create), a pod whose env has LORAPOD_MAX_RUNTIME_S or LORAPOD_HEARTBEAT_FILE also runs remote_image/watchdog.py
-from boot, which deletes the pod through this API with its pod-scoped key.
+"container" lines: the pod's output, PID 1's and everything it starts (start.sh's or the stand-in's lines,
+sshd's log, the watchdog's). lorapod's start.sh logs one line per host key, `lorapod-host-key: ssh-ed25519
+SHA256:<base64 sha256 of the key blob, no padding>` (paramiko's key.fingerprint; ssh-keygen -lf).
 
 ## Fault injection (emu.faults; read when needed, so a test may change it at any time)
 
@@ -100,7 +146,8 @@ from boot, which deletes the pod through this API with its pod-scoped key.
         window's Retry-After can be hours
     emu.faults.read_errors(count=3, status=503, paths=None)                     # 5xx on the next GETs
     emu.faults.server_errors(count=1, status=502, methods=["DELETE"])           # 5xx on anything
-        `paths` are the document's templates, e.g. ["/v2/pods/{id}"]; each returns its FaultRule (.remaining)
+        `paths` are the document's templates, e.g. ["/v2/pods/{id}"]; each returns its FaultRule (.remaining).
+        GraphQL gets a rule only when `paths` names "/graphql" (its answer: that status with `errors`)
     emu.faults.create_500_after_create = 1      # the next create makes the pod, then answers 500
     emu.faults.create_delay_s = 5.0             # creates make the pod, then answer 201 this much later
     emu.faults.insufficient_balance = True      # creates answer 402
@@ -119,15 +166,18 @@ A refused key is just a wrong key (401). A DELETE that keeps failing: server_err
 
     emu.pods                {id: EmulatedPod}; pod.request is the create body as sent (pod.env, pod.gpu,
                             pod.cloud, pod.image, pod.name), pod.status, pod.ready, pod.public_ip, pod.key,
-                            pod.log (.text(), .lines), pod.billed_s(), pod.proxy, pod.machine, pod.folder
+                            pod.log (.text(), .lines), pod.billed_s(), pod.proxy, pod.folder,
+                            pod.image_kind, pod.container_env() (PID 1's), pod.machine (.processes(),
+                            .ssh_dir, .host_key, .authorized_keys, .sshd_port, .failed)
     emu.live_pods()         pods not TERMINATED; emu.pods_named(name)
     emu.requests            [RequestRecord(method, path, template, key, key_pod, status, body, response, fault)]
-                            key: "account" | "pod" | "extra" | "invalid" | "none" (the key itself is never kept)
+                            key: "account" | "pod" | "extra" | "invalid" | "none" (the key itself is never kept,
+                            nor an ?api_key= in path); GraphQL requests have template "/graphql"
     emu.wait_ready(pod_id)  blocks until the pod publishes its SSH port
     emu.violations          responses that broke the OpenAPI document (validate=True, the default)
     emu.errors              the emulator's own failures; emu.assert_clean() asserts both are empty
 
-Every response the emulator sends is checked against the document (openapi.py): its status must be documented
+Every REST response the emulator sends is checked against the document (openapi.py): its status must be documented
 (or fall to `default`), its content type listed, its JSON body valid against the schema (Draft 2020-12, $refs
 resolved, date-time checked), a 429 must carry an integer Retry-After, and each log event's data must match
 the shape the document describes. Pod ids are random; nothing here measures time.
@@ -156,6 +206,13 @@ the shape the document describes. Pod ids are random; nothing here measures time
   COMMUNITY (runpod.md: SECURE only), are 400s with other texts: the document does not give them.
 - How long a new pod stays out of GET /v2/pods is not documented: faults.list_lag_s, 2 s unless a test sets it
   (the harsher reading: a client that lists right after a create does not find its pod).
+- The pod key's powers: undocumented (runpod.md); emu.pod_key, default "graphql", the harsher reading of the one
+  report (keys.py). GraphQL on a pod that is gone: `pod` is null; `podTerminate` answers errors (sources silent:
+  the harsher reading, not a quiet success). GraphQL's desiredStatus: RUNNING while the pod bills, EXITED once
+  stopped.
+- RunPod's official images print host key fingerprints (ssh-keygen -lf) and write the container's variables to
+  /etc/rp_environment, sourced from ~/.bashrc (runpod/containers container-template/start.sh); the stand-in
+  does neither (the harsher reading: no pinning from their log, no variables in sessions).
 - A host without a public IP: PodRuntimePort.ip is nullable; such a pod keeps its port numbers with ip null
   and ssh.direct null (the harsher reading: a client that trusts the port number alone reaches nothing).
 """

@@ -1,5 +1,6 @@
-"""One emulated pod: its record (what the API shows), its container log, its "container" (podinit + a real
-OpenSSH sshd on 127.0.0.1) and the TCP proxy that is its public SSH port. The API side is in server.py."""
+"""One emulated pod: its record (what the API shows), its container log, its container (a PID namespace under
+the podinit shim, whose PID 1 is the image's entrypoint, which starts a real OpenSSH sshd on 127.0.0.1) and the
+TCP proxy that is its public SSH port. The API side is in server.py."""
 from __future__ import annotations
 
 import base64
@@ -7,9 +8,10 @@ import getpass
 import hashlib
 import json
 import os
-import re
+import pwd
 import secrets
 import select
+import shutil
 import signal
 import socket
 import string
@@ -28,10 +30,45 @@ from tests.emulator.podinit import descendants
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-WATCHDOG = REPO / "remote_image" / "watchdog.py"
 WAIT_S = 30.0  # upper bound for something that should happen at once; never a measured duration
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 INF = float("inf")
+
+# FAKE: a Docker engine cannot run here, so an image is only a known entrypoint, run as PID 1 of the pod.
+IMAGES = {
+    # lorapod's own image (remote_image/Dockerfile, CMD start.sh): start.sh itself, which execs sshd.
+    "lorapod": REPO / "remote_image" / "start.sh",
+    # RunPod's official images and any other: a stand-in for their /start.sh (see the script's header).
+    "runpod": HERE / "images" / "runpod_start.sh",
+}
+CONTAINER_SH = HERE / "container.sh"  # the namespace's first process: the pod's own /run and dotfiles
+# RunPod's start script's last line before `sleep infinity` (runpod/containers container-template/start.sh):
+# a pod without a public key starts no sshd, and is up once this is said.
+RUNPOD_READY_LINE = "Start script(s) finished, Pod is ready to use."
+RUNPOD_SSHD_EXITED = "runpod-emulator: sshd exited with status"  # the stand-in's own line (emulator-only)
+
+
+_PREFLIGHT: list[str] = []  # "" once a namespace could be made; else why not
+
+
+def container_preflight() -> None:
+    """Whether this machine can make a pod's namespaces (unshare --pid needs root: CAP_SYS_ADMIN): RuntimeError
+    in unshare's words if not, so a test fails at once instead of waiting for a pod that never boots."""
+    if not _PREFLIGHT:
+        tried = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "true"],
+                               capture_output=True, text=True)
+        _PREFLIGHT.append("" if tried.returncode == 0 else tried.stderr.strip() or f"status {tried.returncode}")
+    if _PREFLIGHT[0]:
+        raise RuntimeError(f"an emulated pod is a PID namespace, and `unshare --pid` fails here (it needs root): "
+                           f"{_PREFLIGHT[0]}")
+
+
+def image_kind(image: str, overrides: Optional[dict] = None) -> str:
+    """Which entrypoint stands for the image `image`: overrides[image] when given; "lorapod" for a reference
+    that names lorapod (docker.io/lorapod/trainer:TAG, docker.io/you/lorapod-trainer@sha256:...); "runpod"
+    for anything else (runpod/pytorch:..., unsloth/unsloth:...)."""
+    if overrides and image in overrides:
+        return overrides[image]
+    return "lorapod" if "lorapod" in (image or "").lower() else "runpod"
 
 # What RunPod answers while a container that needs a newer driver than the host's never starts.
 NEVER_READY_LINES = (
@@ -364,23 +401,34 @@ class TcpProxy:
 # ---------------------------------------------------------------------------------------------- the container
 
 class PodMachine:
-    """The pod's container on this machine: podinit (a subreaper, the container's PID 1) running a real
-    OpenSSH sshd on 127.0.0.1 (own ed25519 host key, key login only, the container environment passed to
-    sessions with SetEnv) and, when asked, remote_image/watchdog.py. Output goes to the container log."""
+    """The pod's container on this machine: its own PID and mount namespaces (unshare, under the podinit
+    shim) whose PID 1 is the image's entrypoint (IMAGES), holding the container environment. The entrypoint
+    starts a real OpenSSH sshd on 127.0.0.1 (key login only); SSH sessions start with sshd's fresh
+    environment, never the container's. Output goes to the container log.
 
-    def __init__(self, folder: Path, log: ContainerLog):
+    FAKE: no Docker engine can run here, so an image is a known entrypoint and the filesystem is this
+    machine's, save the pod's own /run and empty dotfiles (container.sh)."""
+
+    def __init__(self, folder: Path, log: ContainerLog, kind: str = "runpod"):
+        if kind not in IMAGES:
+            raise ValueError(f"an image kind is one of {', '.join(IMAGES)}, not {kind!r}")
         self.folder = folder
+        self.kind = kind
         self.ssh_dir = folder / "ssh"
-        self.host_key = self.ssh_dir / "ssh_host_ed25519_key"
+        self.host_key = self.ssh_dir / "ssh_host_ed25519_key"  # both entrypoints name their keys so
         self.authorized_keys = self.ssh_dir / "authorized_keys"
-        self.config = self.ssh_dir / "sshd_config"
+        self.dotfiles = folder / "dotfiles"
         self.log = log
         self.sshd_port: Optional[int] = None
-        self.init: Optional[subprocess.Popen] = None
+        self.init: Optional[subprocess.Popen] = None  # podinit, the shim
         self.failed: Optional[str] = None
         self._generation = 0
         self._lock = threading.Lock()
         self._reader: Optional[threading.Thread] = None
+
+    @property
+    def entrypoint(self) -> Path:
+        return IMAGES[self.kind]
 
     @property
     def up(self) -> bool:
@@ -389,28 +437,34 @@ class PodMachine:
     def host_key_fingerprint(self) -> tuple[str, str]:
         return fingerprint((self.host_key.parent / (self.host_key.name + ".pub")).read_text())
 
-    def boot(self, container_env: dict[str, str], session_env: dict[str, str], public_keys: list[str],
-             watchdog: bool) -> None:
-        """Starts the container; returns once sshd listens (self.up) or failed (self.failed says why)."""
+    def image_env(self, port: int) -> dict[str, str]:
+        """What "the image's installation" sets for its entrypoint: where its sshd keeps its files and listens.
+        lorapod's start.sh reads these (documented at its top) so it can run against this machine's sshd;
+        the stand-in reads its own, emulator-only ones."""
+        if self.kind == "lorapod":
+            return {"LORAPOD_SSH_DIR": str(self.ssh_dir), "LORAPOD_SSH_LISTEN": "127.0.0.1",
+                    "LORAPOD_SSH_PORT": str(port), "LORAPOD_AUTHORIZED_KEYS": str(self.authorized_keys),
+                    "LORAPOD_PYTHON": sys.executable, "LORAPOD_SSHD": sshd.SSHD}
+        return {"EMULATOR_SSH_DIR": str(self.ssh_dir), "EMULATOR_SSH_PORT": str(port), "EMULATOR_SSHD": sshd.SSHD}
+
+    def boot(self, container_env: dict[str, str]) -> None:
+        """Starts the container with `container_env` as PID 1's environment; returns once its sshd listens
+        (self.up), or once it is up without one (RunPod's images start none without a public key), or failed
+        (self.failed says why; the container log has the image's and sshd's own words)."""
         with self._lock:
             generation = self._generation
+        keys = any(container_env.get(var, "").strip() for var in ("PUBLIC_KEY", "SSH_PUBLIC_KEY"))
+        expect_sshd = self.kind == "lorapod" or keys
         try:
-            self._prepare(session_env, public_keys)
+            self._prepare()
             for _ in range(3):  # a port taken between free_port() and sshd's bind: try another
                 port = free_port()
-                self._write_config(port, session_env)
-                commands = [[sshd.SSHD, "-D", "-e", "-f", str(self.config)]]
-                if watchdog:
-                    commands.append([sys.executable, str(WATCHDOG)])
-                checked = subprocess.run([sshd.SSHD, "-t", "-f", str(self.config)], capture_output=True, text=True)
-                if checked.returncode != 0:
-                    self.log.add(f"lorapod-emulator: {sshd.SSHD} rejects its config: {checked.stderr.strip()}")
-                    break
-                mark = len(self.log.lines)
-                if not self._spawn(commands, container_env, generation):
+                mark = self.log.last_seq()
+                # The image's installation first: the create's env cannot move the pod's sshd.
+                if not self._spawn({**container_env, **self.image_env(port)}, generation):
                     return  # stopped while booting
-                outcome = self._wait_listening(port, mark, generation)
-                if outcome == "listening":
+                outcome = self._wait_ready(port, mark, generation, expect_sshd)
+                if outcome == "up":
                     return
                 if outcome != "address in use":
                     if outcome != "stopped":
@@ -424,77 +478,65 @@ class PodMachine:
             self.failed = f"boot failed: {exc!r}"
             self.log.add(f"lorapod-emulator: {self.failed}")
 
-    def _wait_listening(self, port: int, mark: int, generation: int) -> str:
+    def _wait_ready(self, port: int, mark: int, generation: int, expect_sshd: bool) -> str:
+        """"up" once sshd listens on `port` (its "Server listening" line, or a listening socket of the
+        container's in /proc/net/tcp: an entrypoint may log elsewhere), or, for a container that starts no
+        sshd, once RunPod's start script says it finished. Else why not."""
         deadline = time.monotonic() + WAIT_S
         while time.monotonic() < deadline:
             text = self.log.text(start=mark)
             with self._lock:
                 if generation != self._generation:
                     return "stopped"
-                if f"Server listening on 127.0.0.1 port {port}" in text:
-                    self.sshd_port = port
-                    return "listening"
                 init = self.init
+                if (f"Server listening on 127.0.0.1 port {port}" in text or self._listening(port)) if expect_sshd \
+                        else RUNPOD_READY_LINE in text:
+                    self.sshd_port = port
+                    return "up"
             if "Address already in use" in text:
                 return "address in use"
-            if "fatal:" in text or "Cannot bind any address" in text or "podinit: sshd exited" in text:
+            if RUNPOD_SSHD_EXITED in text:
                 return "sshd exited"
             if init is None or init.poll() is not None:
-                return "the container's init exited"
+                return "the container exited"
             time.sleep(0.02)
-        return f"no 'Server listening' line within {WAIT_S:g}s"
+        return f"nothing listens on port {port} within {WAIT_S:g}s"
 
-    def _prepare(self, session_env: dict[str, str], public_keys: list[str]) -> None:
-        sshd.prepare()  # before `sshd -t`, which fails without it too
-        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.ssh_dir.mkdir(mode=0o700, exist_ok=True)
-        (self.folder / "home").mkdir(mode=0o700, exist_ok=True)
-        if not self.host_key.exists():  # kept across stop/start and restart, as a pod's disk keeps it
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "lorapod-emulated-pod",
-                            "-f", str(self.host_key)], check=True, capture_output=True)
-        kind, print_ = self.host_key_fingerprint()
-        self.log.add(f"lorapod-host-key: {kind} {print_}")
-        self.authorized_keys.write_text("".join(f"{key}\n" for key in public_keys))
-        os.chmod(self.authorized_keys, 0o600)
-        if public_keys:
-            self.log.add(f"lorapod-emulator: {len(public_keys)} public key(s) from PUBLIC_KEY/SSH_PUBLIC_KEY")
-        else:
-            self.log.add("lorapod-emulator: neither PUBLIC_KEY nor SSH_PUBLIC_KEY is set: sshd runs, nobody can log in")
-
-    def _write_config(self, port: int, session_env: dict[str, str]) -> None:
-        lines = [
-            f"Port {port}",
-            "ListenAddress 127.0.0.1",
-            f"HostKey {self.host_key}",
-            f"AuthorizedKeysFile {self.authorized_keys}",
-            "PubkeyAuthentication yes",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "PermitEmptyPasswords no",
-            "PermitRootLogin prohibit-password",
-            "StrictModes yes",
-            "UsePAM no",
-            "PrintMotd no",
-            "PidFile none",
-            "Subsystem sftp internal-sftp",
-        ]
-        pairs = []
-        for name, value in session_env.items():
-            value = value.rstrip("\r\n")
-            if not ENV_NAME.fullmatch(name) or "\n" in value or "\r" in value or "\0" in value:
-                self.log.add(f"lorapod-emulator: SSH sessions do not see {name!r}: sshd's SetEnv cannot carry it")
+    def _listening(self, port: int) -> bool:
+        """Whether a process of this container has a socket listening on 127.0.0.1:port. The pod shares this
+        machine's network namespace, so the machine's /proc/net/tcp lists it."""
+        address = "%08X:%04X" % (struct.unpack("=I", socket.inet_aton("127.0.0.1"))[0], port)
+        try:
+            rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+        except OSError:
+            return False
+        sockets = {f"socket:[{row[9]}]" for row in rows if len(row) > 9 and row[1] == address and row[3] == "0A"}
+        for pid in self.processes() if sockets else ():
+            try:
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") in sockets:
+                        return True
+            except OSError:
                 continue
-            pairs.append('{}="{}"'.format(name, value.replace("\\", "\\\\").replace('"', '\\"')))
-        if pairs:  # sshd honours only the first SetEnv line: every variable goes on one
-            lines.append("SetEnv " + " ".join(pairs))
-        self.config.write_text("\n".join(lines) + "\n")
+        return False
 
-    def _spawn(self, commands: list[list[str]], env: dict[str, str], generation: int) -> bool:
+    def _prepare(self) -> None:
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.ssh_dir.mkdir(mode=0o700, exist_ok=True)  # the pod's disk: kept across stop/start and restart
+        self.dotfiles.mkdir(mode=0o700, exist_ok=True)
+
+    def _spawn(self, env: dict[str, str], generation: int) -> bool:
+        # unshare's child is PID 1 of new PID and mount namespaces (--mount-proc: `ps` and /proc/1 inside are
+        # the pod's); container.sh gives it its own /run and dotfiles, then execs the entrypoint.
+        argv = [shutil.which("unshare") or "unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
+                "sh", str(CONTAINER_SH), pwd.getpwuid(os.getuid()).pw_dir, str(self.dotfiles),
+                "bash", str(self.entrypoint)]
+        spec = json.dumps({"name": self.entrypoint.name, "argv": argv})
         with self._lock:
             if generation != self._generation:
                 return False
             self.init = subprocess.Popen(
-                [sys.executable, str(HERE / "podinit.py"), json.dumps(commands)], env=env,
+                [sys.executable, str(HERE / "podinit.py"), spec], env=env, cwd=self.folder,
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
             self._reader = threading.Thread(target=self._read, args=(self.init,), daemon=True,
                                             name="emulator-container-log")
@@ -507,15 +549,15 @@ class PodMachine:
         proc.stdout.close()
 
     def processes(self) -> list[int]:
-        """Pids of every process the container runs (podinit first); empty when it is not running."""
+        """Pids of every process of the container, as this machine numbers them (podinit first, then unshare
+        and the pod's PID 1); empty when it is not running."""
         init = self.init
         if init is None or init.poll() is not None:
             return []
         return [init.pid, *descendants(init.pid)]
 
     def kill(self) -> None:
-        """Kills everything the container runs: every descendant of podinit (sshd, SSH sessions, whatever
-        they detached), then podinit, which reaps them first. Idempotent."""
+        """Kills the container: every process in its namespace, then the shim. Idempotent."""
         with self._lock:
             self._generation += 1  # a boot still under way starts nothing more
             init, self.init, self.sshd_port = self.init, None, None
@@ -524,22 +566,24 @@ class PodMachine:
     def _stop(self, init: Optional[subprocess.Popen]) -> None:
         if init is None:
             return
-        deadline = time.monotonic() + WAIT_S
-        while init.poll() is None and time.monotonic() < deadline:
-            pids = descendants(init.pid)
-            if not pids:
-                break
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.01)
         if init.poll() is None:
-            init.terminate()  # podinit reaps what died (none is left a zombie of the machine's init) and exits
+            # podinit kills the container (SIGKILL to unshare and the namespace's init: the kernel kills the
+            # rest), reaps it, and exits. Its SIGTERM handler is set before it starts the container, so a
+            # SIGTERM that comes earlier finds nothing to leave behind.
+            init.terminate()
             try:
-                init.wait(5)
-            except subprocess.TimeoutExpired:
+                init.wait(WAIT_S)
+            except subprocess.TimeoutExpired:  # a wedged shim: do its work from here
+                for _ in range(500):
+                    pids = descendants(init.pid)
+                    if not pids:
+                        break
+                    for pid in pids:
+                        try:
+                            os.kill(pid, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+                    time.sleep(0.01)
                 init.kill()
         init.wait(WAIT_S)
         if self._reader is not None and self._reader is not threading.current_thread():
@@ -576,10 +620,8 @@ class EmulatedPod:
     never_ready: bool = False
     refuse_ssh_for_s: float = 0.0
     public_ip: bool = True  # False: a community host that never publishes a public IP (faults.no_public_ip)
-    boot_watchdog: bool = False
-    api_url: str = ""
+    image_kind: str = "runpod"  # which entrypoint stands for the image (IMAGES, image_kind())
     scanner_interval_s: Optional[float] = 1.0  # a line in sshd's log this often while port 22 is public
-    extra_env: dict = field(default_factory=dict)  # container-only variables the emulator adds (not in `env`)
     status: str = "PROVISIONING"
     ready: bool = False  # runtime and ssh.direct published
     failure_reported: bool = False
@@ -617,21 +659,17 @@ class EmulatedPod:
     def cloud(self) -> str:
         return self.request.get("cloud", "SECURE")
 
-    @property
-    def public_keys(self) -> list[str]:
-        keys = []
-        for var in ("SSH_PUBLIC_KEY", "PUBLIC_KEY"):
-            for line in self.env.get(var, "").splitlines():
-                line = line.strip()
-                if line and line not in keys:
-                    keys.append(line)
-        return keys
-
     # ---- what the pod's processes see
-    def container_env(self) -> tuple[dict[str, str], dict[str, str]]:
-        """(environment of the container's processes, the part of it passed to SSH sessions)."""
-        session = dict(self.env)
-        session.update({
+    def container_env(self) -> dict[str, str]:
+        """The container's environment: PID 1's, and only PID 1's (runpod.md: "These are the CONTAINER's
+        environment: PID 1 has them. A process started through an SSH session gets a fresh environment").
+        The create's `env`, RunPod's variables over it (runpod.md, "Inside a pod"), PATH and LANG from this
+        machine (the image's would be the image's), and HOME, which Docker sets from the container user's
+        passwd entry (Docker's run reference: "HOME: Set based on the value of USER")."""
+        env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TZ") if k in os.environ}
+        env["HOME"] = pwd.getpwuid(os.getuid()).pw_dir
+        env.update(self.env)
+        env.update({
             "RUNPOD_POD_ID": self.id,
             "RUNPOD_API_KEY": self.key,
             "RUNPOD_PUBLIC_IP": "127.0.0.1",
@@ -639,18 +677,8 @@ class EmulatedPod:
             "RUNPOD_GPU_COUNT": str(self.gpu.get("count", 1)),
             "RUNPOD_DC_ID": self.data_center,
             "CUDA_VERSION": self.cuda_version,
-            # Pods share this machine: the API is the emulator, and each watchdog has its own lock folder.
-            "LORAPOD_API_URL": self.api_url,
-            "LORAPOD_WATCHDOG_DIR": str(self.folder / "watchdog"),
         })
-        for name, value in self.extra_env.items():
-            session.setdefault(name, value)
-        # The pod's own home: its shells must not run this machine's ~/.bashrc (whose pyenv rehash, killed
-        # with the pod, would leave a lock behind) nor write this machine's dotfiles.
-        session.setdefault("HOME", str(self.folder / "home"))
-        base = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TZ") if k in os.environ}
-        base.update(USER=getpass.getuser(), LOGNAME=getpass.getuser())
-        return {**base, **session}, session
+        return env
 
     # ---- lifecycle (the emulator calls these with its lock held)
     def billed_s(self) -> float:
@@ -705,14 +733,9 @@ class EmulatedPod:
             return None
         self.log.add("start container", "system")
         if self.machine is None:
-            self.machine = PodMachine(self.folder, self.log)
-        machine = self.machine
-        env, session = self.container_env()
-        keys = self.public_keys
-        watchdog = self.boot_watchdog and bool(env.get("LORAPOD_MAX_RUNTIME_S") or env.get("LORAPOD_HEARTBEAT_FILE"))
-        if self.boot_watchdog and not watchdog:
-            self.log.add("lorapod-emulator: no LORAPOD_MAX_RUNTIME_S or LORAPOD_HEARTBEAT_FILE: no watchdog from boot")
-        return lambda: machine.boot(env, session, keys, watchdog)
+            self.machine = PodMachine(self.folder, self.log, self.image_kind)
+        machine, env = self.machine, self.container_env()
+        return lambda: machine.boot(env)
 
     def stop(self) -> None:
         self._set_status("EXITED")

@@ -1,14 +1,22 @@
-"""PID 1 of an emulated pod: the root of every process the pod runs, so terminating the pod can find them all.
+"""The shim of an emulated pod (what containerd's shim is to a container): it starts the container, says in the
+container log when the container's init exits, and kills the container when asked or when the emulator is gone.
 
-    python podinit.py '[["/usr/sbin/sshd", "-D", "-e", "-f", "cfg"], ["python3", "watchdog.py"]]'
+    python podinit.py '{"name": "start.sh", "argv": ["unshare", "--pid", "--fork", "--mount-proc",
+                        "--kill-child", "sh", "container.sh", ...]}'
 
-It marks itself a child subreaper (Linux prctl PR_SET_CHILD_SUBREAPER), as a container's init (tini) does, so a
-process started inside the pod that detaches (setsid, nohup, a double fork) is re-parented to this process
-instead of to the machine's init and stays in this process's tree. It starts each command given as JSON, with
-this process's environment (the pod's container environment) and output (the pod's container log), reaps
-whatever exits, and runs until it is killed. The emulator kills every descendant first (descendants() below,
-read from /proc), then this process; on SIGTERM, or when the emulator's process dies (a crashed test run),
-this process does that itself. Standard library only: it is started with the test interpreter.
+`argv` is the container: an unshare command whose child is PID 1 of its own PID namespace (see pod.py). When
+that PID 1 dies the kernel kills every process of the namespace; --kill-child makes it die with unshare. So the
+pod's processes, however they detach (setsid, nohup, a double fork), stay inside and die with it.
+
+This process runs outside the container with the container environment, which is all the container gets, and
+its output is the container log, which the container inherits. It marks itself a child subreaper (Linux prctl
+PR_SET_CHILD_SUBREAPER): a namespace init orphaned by unshare's death is reaped here, not left a zombie of the
+machine's init, and stays in this process's tree, where the emulator finds every process of the pod
+(descendants() below, read from /proc). When the container's process exits it prints "podinit: <name> exited
+with status N" (the emulator ends a failed boot at once on that line) and exits with that status. On SIGTERM, or
+when the emulator's process dies (a crashed test run: its parent changes), it kills the container and exits.
+It never relies on PR_SET_PDEATHSIG set by the emulator: that fires when the creating *thread* exits, and the
+emulator starts pods from short-lived threads. Standard library only: it is started with the test interpreter.
 """
 from __future__ import annotations
 
@@ -46,25 +54,26 @@ def descendants(root: int, zombies: bool = False) -> list[int]:
     return found
 
 
-def _reap(started: dict[int, str] | None = None) -> None:
-    """Reaps whatever exited; one of the commands this process started is reported in the container log, so
-    the emulator sees at once that sshd died (and sshd's own last words are just above that line)."""
+def _reap(watched: int = 0) -> int | None:
+    """Reaps whatever exited; returns the wait status of `watched` when it was among them."""
+    status = None
     try:
         while True:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            pid, code = os.waitpid(-1, os.WNOHANG)
             if not pid:
-                return
-            if started and pid in started:
-                print(f"podinit: {started.pop(pid)} exited with status {os.waitstatus_to_exitcode(status)}",
-                      flush=True)
+                break
+            if pid == watched:
+                status = code
     except ChildProcessError:
         pass
+    return status
 
 
 def kill_all(root: int) -> None:
     """SIGKILL every descendant of `root` (this process), again and again until none is left (orphans come
-    back to a subreaper, so a process forked meanwhile is caught on the next round), and reap them all, so
-    that none is left a zombie of the machine's init."""
+    back to a subreaper, so one forked meanwhile is caught on the next round), and reap them all, so that none
+    is left a zombie of the machine's init. Killing unshare or the namespace's init is enough in principle
+    (the kernel does the rest); killing each is the belt to those braces."""
     for _ in range(500):
         pids = descendants(root, zombies=True)
         if not pids:
@@ -79,7 +88,7 @@ def kill_all(root: int) -> None:
 
 
 def main() -> int:
-    commands = json.loads(sys.argv[1])
+    spec = json.loads(sys.argv[1])
     parent = os.getppid()
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
@@ -90,16 +99,18 @@ def main() -> int:
         os._exit(0)
 
     signal.signal(signal.SIGTERM, shutdown)
-    # The Popen objects stay referenced: one that is collected reaps its child itself (Popen.__del__ polls), and
-    # a command that exited that fast would go unreported.
-    children = [subprocess.Popen(argv, stdin=subprocess.DEVNULL) for argv in commands]
-    started = {child.pid: os.path.basename(argv[0]) for child, argv in zip(children, commands)}
-    # Reap children and adopted orphans. An init with nothing left to reap keeps the pod up; one whose
-    # emulator died (a crashed test run) takes the pod down with it rather than leave sshd behind.
+    # Reaped with waitpid(-1) below, never through this object; it stays referenced so that its __del__ does
+    # not reap the container first and leave its exit unreported.
+    container = subprocess.Popen(spec["argv"], stdin=subprocess.DEVNULL)
     while os.getppid() == parent:
-        _reap(started)
-        time.sleep(0.1)
-    shutdown()
+        status = _reap(container.pid)
+        if status is not None:
+            code = os.waitstatus_to_exitcode(status)
+            print(f"podinit: {spec['name']} exited with status {code}", flush=True)
+            kill_all(os.getpid())
+            return code if 0 <= code < 256 else 128 - code
+        time.sleep(0.05)
+    shutdown()  # the emulator is gone: take the pod down rather than leave sshd behind
     return 0
 
 

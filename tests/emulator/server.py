@@ -3,6 +3,7 @@ The package docstring (tests/emulator/__init__.py) is the user's guide."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import select
 import shutil
@@ -19,8 +20,9 @@ from typing import Any, Callable, Iterable, Optional
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from tests import sshd
-from tests.emulator import openapi
-from tests.emulator.pod import WAIT_S, EmulatedPod, random_id
+from tests.emulator import graphql, openapi
+from tests.emulator.keys import DEFAULT_POD_KEY, ExtraKey, check_mode, graphql_allows, pod_key_rest_allows
+from tests.emulator.pod import IMAGES, WAIT_S, EmulatedPod, container_preflight, image_kind, random_id
 
 CAPACITY_DETAIL = ("There are no longer any instances available with the requested specifications. "
                    "Please refresh and try again.")
@@ -108,6 +110,8 @@ def _version(text: str) -> tuple[int, ...]:
 
 # ---------------------------------------------------------------------------------------------- faults
 
+GRAPHQL_PATH = "/graphql"  # RunPod's legacy GraphQL endpoint, beside /v2 (https://api.runpod.io/graphql)
+
 # The document's RateLimit-Policy example: one member per window, each with its quota q and length w seconds.
 RATE_WINDOWS = {"minute": (60, 60), "hour": (3000, 3600), "day": (50000, 86400)}
 
@@ -124,8 +128,19 @@ class FaultRule:
     window: str = "minute"  # the rate-limit window a 429 is for: minute, hour or day
 
     def matches(self, method: str, template: str) -> bool:
+        # GraphQL is off the REST document: only a rule that names GRAPHQL_PATH in `paths` reaches it.
+        paths = self.paths if self.paths is not None or template != GRAPHQL_PATH else frozenset()
         return (self.remaining > 0 and (self.methods is None or method in self.methods)
-                and (self.paths is None or template in self.paths))
+                and (paths is None or template in paths))
+
+    def headers(self) -> dict[str, str]:
+        """A 429's Retry-After and the document's RateLimit headers for its window; none for a 5xx."""
+        if self.retry_after_s is None:
+            return {}
+        quota, length = RATE_WINDOWS[self.window]
+        return {"Retry-After": str(self.retry_after_s),
+                "RateLimit": f'"{self.window}";r=0;t={self.retry_after_s}',
+                "RateLimit-Policy": f'"{self.window}";q={quota};w={length}'}
 
 
 @dataclass
@@ -250,7 +265,8 @@ def _set(values: Optional[Iterable[str]]) -> Optional[frozenset[str]]:
 @dataclass
 class RequestRecord:
     """One request as the emulator answered it. `key` is which key authenticated it: "account", "pod" (a
-    pod-scoped key; `key_pod` says whose), "extra" (one from add_key()), "invalid" or "none"."""
+    pod-scoped key; `key_pod` says whose), "extra" (one from add_key()), "invalid" or "none". GraphQL requests
+    are recorded too, with template "/graphql"."""
 
     method: str
     path: str  # as requested, query included
@@ -261,7 +277,7 @@ class RequestRecord:
     body: Any = None  # the request's JSON body, decoded
     response: Any = None  # the response's JSON body (or SSE text), decoded
     fault: Optional[str] = None  # the injected fault that answered, if any
-    extra_methods: frozenset = field(default=frozenset(), repr=False)
+    extra: Optional[ExtraKey] = field(default=None, repr=False)
 
 
 @dataclass
@@ -315,17 +331,18 @@ class RunPodEmulator:
     """RunPod's REST v2 API on 127.0.0.1, each pod a real sshd. See the package docstring."""
 
     def __init__(self, api_key: str = DEFAULT_API_KEY, *, provisioning_s: float = 0.1, starting_s: float = 0.1,
-                 ports_after_running_s: float = 0.3, validate: bool = True, boot_watchdog: bool = False,
-                 watchdog_poll_s: Optional[float] = 0.1, catalog: Optional[list[GpuOffer]] = None,
-                 root: Optional[Path] = None, scanner_interval_s: Optional[float] = 1.0,
-                 page_size: Optional[int] = None):
+                 ports_after_running_s: float = 0.3, validate: bool = True,
+                 catalog: Optional[list[GpuOffer]] = None, root: Optional[Path] = None,
+                 scanner_interval_s: Optional[float] = 1.0, page_size: Optional[int] = None,
+                 pod_key: str = DEFAULT_POD_KEY, entrypoints: Optional[dict[str, str]] = None):
         self.api_key = api_key
         self.provisioning_s = provisioning_s
         self.starting_s = starting_s
         self.ports_after_running_s = ports_after_running_s
         self.validate = validate
-        self.boot_watchdog = boot_watchdog
-        self.watchdog_poll_s = watchdog_poll_s
+        self.pod_key = pod_key  # what a pod's own key may do: keys.py (read at each request)
+        # image reference -> "lorapod" | "runpod": forces the entrypoint that stands for it (read at each create)
+        self.entrypoints: dict[str, str] = dict(entrypoints or {})
         self.catalog = catalog if catalog is not None else default_catalog()
         self.scanner_interval_s = scanner_interval_s  # read at each create: ready pods' sshd logs a scanner
         self.page_size = page_size  # None: lists are one page (the document); n: pages of n (see _page)
@@ -335,7 +352,7 @@ class RunPodEmulator:
         self.requests: list[RequestRecord] = []
         self.violations: list[str] = []  # responses the OpenAPI document does not allow (validate=True)
         self.errors: list[str] = []  # the emulator's own failures (a bug, or a pod that could not boot)
-        self.extra_keys: dict[str, frozenset[str]] = {}
+        self.extra_keys: dict[str, ExtraKey] = {}
         self._listed_from: dict[str, float] = {}  # pod id -> when GET /v2/pods starts showing it
         self._root_given = root
         self.root: Optional[Path] = None
@@ -345,10 +362,20 @@ class RunPodEmulator:
         self._threads: list[threading.Thread] = []
         self._triggers: list[CutTrigger] = []
         self.url = ""
+        self.graphql_url = ""
+
+    @property
+    def pod_key(self) -> str:
+        return self._pod_key
+
+    @pod_key.setter
+    def pod_key(self, mode: str) -> None:
+        self._pod_key = check_mode(mode)
 
     # ---- start / stop
     def start(self) -> "RunPodEmulator":
         sshd.preflight()  # each pod is an sshd: fail now, in sshd's words, not after a client's ready timeout
+        container_preflight()  # and a PID namespace: the same
         openapi.spec()  # fail now, not on the first request, when the document is missing
         if self._root_given is not None:
             self.root = Path(self._root_given)
@@ -366,6 +393,7 @@ class RunPodEmulator:
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/v2"
+        self.graphql_url = f"http://127.0.0.1:{self.port}{GRAPHQL_PATH}"
         serve = lambda: self._server.serve_forever(poll_interval=0.05)  # noqa: E731 - a quick shutdown()
         for target, name in ((serve, "emulator-http"), (self._tick_forever, "emulator-tick")):
             thread = threading.Thread(target=target, daemon=True, name=name)
@@ -449,9 +477,10 @@ class RunPodEmulator:
             pod.terminate()
         pod.kill_processes()
 
-    def add_key(self, key: str, methods: Iterable[str] = ("GET",)) -> None:
-        """Another valid API key, allowed only `methods` (403 for the others): a read-only key by default."""
-        self.extra_keys[key] = frozenset(methods)
+    def add_key(self, key: str, methods: Iterable[str] = ("GET",), graphql: bool = False) -> None:
+        """Another valid API key of the account, allowed only the REST `methods` (403 for the others; a read-only
+        key by default) and GraphQL only when `graphql` (else its GraphQL requests get errors)."""
+        self.extra_keys[key] = ExtraKey(frozenset(methods), graphql)
 
     def assert_clean(self) -> None:
         """AssertionError if a response broke the OpenAPI document or the emulator failed."""
@@ -504,7 +533,12 @@ class RunPodEmulator:
         except ValueError:
             record.body = raw.decode(errors="replace")
         try:
-            response = self._answer(handler, method, split, template, params, raw, record)
+            if split.path == GRAPHQL_PATH:
+                record.template = GRAPHQL_PATH
+                record.path = re.sub(r"(?<=[?&]api_key=)[^&]*", "***", record.path)  # keys are never kept
+                response = self._graphql(handler, method, split, raw, record)
+            else:
+                response = self._answer(handler, method, split, template, params, raw, record)
         except Exception:  # noqa: BLE001 - the emulator's bug: a 500 the test will see in `errors`
             self.errors.append(f"{method} {handler.path}:\n{traceback.format_exc()}")
             response = problem(500, "emulator error: see RunPodEmulator.errors")
@@ -540,20 +574,26 @@ class RunPodEmulator:
                 self.violations.append(str(exc))
 
     def _authenticate(self, handler: "_Handler", record: RequestRecord) -> Optional[str]:
-        """The key kind (account, pod, extra; also in `record`), or None for a missing or unknown key."""
+        """The key kind of a REST request (account, pod, extra; also in `record`), or None for a missing or
+        unknown key. REST takes the key only as `Authorization: Bearer` (the document's security scheme)."""
         header = handler.headers.get("Authorization") or ""
         if not header:
             return None
         scheme, _, key = header.partition(" ")
-        key = key.strip()
         record.key = "invalid"
-        if scheme.lower() != "bearer" or not key:
+        if scheme.lower() != "bearer":
+            return None
+        return self._key_kind(key.strip(), record)
+
+    def _key_kind(self, key: str, record: RequestRecord) -> Optional[str]:
+        """Which key this is (also in `record`); None, with record.key "invalid", for one nobody issued."""
+        record.key = "invalid"
+        if not key:
             return None
         if secrets.compare_digest(key, self.api_key):
             record.key = "account"
         elif key in self.extra_keys:
-            record.key = "extra"
-            record.extra_methods = self.extra_keys[key]
+            record.key, record.extra = "extra", self.extra_keys[key]
         else:
             with self._lock:
                 owner = next((pod for pod in self.pods.values() if secrets.compare_digest(pod.key, key)), None)
@@ -567,20 +607,14 @@ class RunPodEmulator:
         if kind is None:
             detail = "missing bearer token" if record.key == "none" else "invalid api key"
             return problem(401, detail)
-        if kind == "pod" and not (template == "/v2/pods/{id}" and method in ("GET", "DELETE")
-                                  and params.get("id") == record.key_pod):
-            return problem(403, "access denied: a pod-scoped key may only read or delete its own pod")
-        if kind == "extra" and method not in record.extra_methods:
+        if kind == "pod" and not pod_key_rest_allows(self.pod_key, method, template, params.get("id"), raw,
+                                                     record.key_pod):
+            return problem(403, "access denied: this pod-scoped API key may not make this request")
+        if kind == "extra" and method not in record.extra.methods:
             return problem(403, f"access denied: this API key may not {method}")
         rule = self.faults.take(method, template or split.path)
         if rule is not None:
-            headers = {}
-            if rule.retry_after_s is not None:
-                quota, length = RATE_WINDOWS[rule.window]
-                headers = {"Retry-After": str(rule.retry_after_s),
-                           "RateLimit": f'"{rule.window}";r=0;t={rule.retry_after_s}',
-                           "RateLimit-Policy": f'"{rule.window}";q={quota};w={length}'}
-            return problem(rule.status, rule.detail, headers=headers, fault=f"rule {rule.status}")
+            return problem(rule.status, rule.detail, headers=rule.headers(), fault=f"rule {rule.status}")
         if template is None:
             return problem(404, f"no route for {split.path}")
         operations = openapi.spec()["paths"][template]
@@ -592,6 +626,44 @@ class RunPodEmulator:
             return problem(501, f"the RunPod emulator does not emulate {method} {template}")
         query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         return route(self, handler=handler, params=params, query=query, raw=raw)
+
+    def _graphql(self, handler, method, split, raw, record) -> _Response:
+        """POST /graphql: RunPod's legacy GraphQL API, the two operations graphql.py recognises. The key comes as
+        the `api_key` query parameter (RunPod's GraphQL docs) or `Authorization: Bearer` (public scripts).
+        Not in the OpenAPI document, so never validated against it; its answers are JSON all the same.
+        GraphQL's convention: a refusal or a request it cannot answer is HTTP 200 with `errors` (and
+        `data: null`); only a missing or unknown key is an HTTP error, 401."""
+        query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+        if "api_key" in query:
+            kind = self._key_kind(query["api_key"].strip(), record)
+        else:
+            kind = self._authenticate(handler, record)
+        if kind is None:
+            return _graphql_errors("missing api key" if record.key == "none" else "invalid api key", 401)
+        rule = self.faults.take(method, GRAPHQL_PATH)
+        if rule is not None:
+            return _graphql_errors(rule.detail, rule.status, headers=rule.headers(), fault=f"rule {rule.status}")
+        if method != "POST":
+            return _graphql_errors("GraphQL requests to the RunPod emulator are POSTs", 405, headers={"Allow": "POST"})
+        try:
+            operation = graphql.parse(json.loads(raw or b"null"))
+        except ValueError as exc:  # GraphQLError, or a body that is not JSON
+            return _graphql_errors(str(exc) if isinstance(exc, graphql.GraphQLError) else "body is not JSON")
+        if not graphql_allows(record.key, self.pod_key, record.extra, operation.pod_id, record.key_pod):
+            return _graphql_errors(f"access denied: this API key may not run {operation.field} on pod "
+                                   f"{operation.pod_id}")
+        with self._lock:
+            pod = self._find(operation.pod_id)
+            if operation.field == "pod":  # null for a pod it does not know or that is gone
+                shown = None if pod is None else {"id": pod.id, "name": pod.name,
+                                                  "desiredStatus": DESIRED_STATUS.get(pod.status, "EXITED")}
+                return _Response(200, {"data": {"pod": shown}}, "application/json", off_document=True)
+            if pod is None:  # sources are silent: the harsher reading, an error, not a quiet success
+                return _graphql_errors(f"pod {operation.pod_id} not found")
+            pod.terminate()
+        # The answer first, then the kill, as DELETE: a pod that terminates itself still hears the answer.
+        return _Response(200, {"data": {"podTerminate": None}}, "application/json", after=pod.kill_processes,
+                         off_document=True)
 
     # ---- routes
     def _find(self, pod_id: str) -> Optional[EmulatedPod]:
@@ -645,6 +717,9 @@ class RunPodEmulator:
             return problem(400, self.faults.capacity_detail((gpu["id"], cloud)), fault="capacity")
         if not cudas or not centers:
             return problem(400, self.faults.capacity_detail((gpu["id"], cloud)))
+        kind = image_kind(body["image"], self.entrypoints)
+        if kind not in IMAGES:
+            raise ValueError(f"emu.entrypoints[{body['image']!r}] is {kind!r}, not one of {', '.join(IMAGES)}")
         pod_id = random_id()
         pod = EmulatedPod(
             id=pod_id, key="rpa_" + "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(44)),
@@ -652,10 +727,8 @@ class RunPodEmulator:
             data_center=centers[0], cuda_version=max(cudas, key=_version),
             provisioning_s=self.provisioning_s, starting_s=self.starting_s,
             ports_after_running_s=self.ports_after_running_s, never_ready=self.faults.never_ready,
-            refuse_ssh_for_s=self.faults.refuse_ssh_for_s, boot_watchdog=self.boot_watchdog, api_url=self.url,
-            scanner_interval_s=self.scanner_interval_s,
-            public_ip=not self.faults.take_no_public_ip(),
-            extra_env={"LORAPOD_WATCHDOG_POLL_S": str(self.watchdog_poll_s)} if self.watchdog_poll_s else {},
+            refuse_ssh_for_s=self.faults.refuse_ssh_for_s, scanner_interval_s=self.scanner_interval_s,
+            public_ip=not self.faults.take_no_public_ip(), image_kind=kind,
         )
         pod.log.add(f"{body['image']}: Pulling from {body['image'].split(':')[0]}", "system")
         pod.log.add(f"Status: Downloaded newer image for {body['image']}", "system")
@@ -844,6 +917,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args) -> None:
         pass
+
+
+# GraphQL's Pod.desiredStatus is what the pod is meant to be doing: RUNNING while it bills, EXITED once stopped.
+DESIRED_STATUS = {"PROVISIONING": "RUNNING", "STARTING": "RUNNING", "RUNNING": "RUNNING", "EXITED": "EXITED",
+                  "ERROR": "EXITED", "TERMINATED": "TERMINATED"}
+
+
+def _graphql_errors(message: str, status: int = 200, **kw) -> _Response:
+    """A GraphQL error answer: `errors` (and `data: null` when the request got that far)."""
+    body: dict = {"errors": [{"message": message}]}
+    if status == 200:
+        body["data"] = None
+    return _Response(status, body, "application/json", off_document=True, **kw)
 
 
 def _request_body(raw: bytes, schema: str) -> tuple[Any, Optional[_Response]]:

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
 from tests import sshd
+from tests.emulator.helpers import needs_root
 from tests.emulator.pod import ContainerLog, PodMachine
 
 
@@ -19,8 +21,14 @@ def machine_folder():
     shutil.rmtree(folder, ignore_errors=True)
 
 
+@needs_root
 @sshd.needs_sshd
-def test_an_sshd_that_dies_after_its_config_check_ends_the_boot_with_its_message(machine_folder, monkeypatch):
+@pytest.mark.parametrize("kind, ending", [
+    ("lorapod", "the container exited"),  # start.sh execs sshd: sshd's death is PID 1's
+    ("runpod", "sshd exited"),  # RunPod's start script runs on without it; the stand-in says so
+])
+def test_an_sshd_that_dies_after_its_config_check_ends_the_boot_with_its_message(machine_folder, monkeypatch,
+                                                                                kind, ending):
     # An "sshd" that passes `sshd -t` like the real one and then dies the way sshd does on a broken machine.
     fake = machine_folder / "bin" / "sshd"
     fake.parent.mkdir()
@@ -28,13 +36,18 @@ def test_an_sshd_that_dies_after_its_config_check_ends_the_boot_with_its_message
                     'echo "Missing privilege separation directory: /run/sshd" >&2\nexit 255\n')
     os.chmod(fake, 0o755)
     monkeypatch.setattr(sshd, "SSHD", str(fake))
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(machine_folder / "id")], check=True)
     log = ContainerLog()
-    machine = PodMachine(machine_folder / "pod", log)
+    machine = PodMachine(machine_folder / "pod", log, kind)
     try:
-        machine.boot({}, {"HOME": str(machine_folder)}, [], watchdog=False)
+        machine.boot({"PATH": os.environ["PATH"], "PUBLIC_KEY": (machine_folder / "id.pub").read_text()})
         assert not machine.up
-        assert machine.failed == "sshd did not start (sshd exited): see the container log", machine.failed
+        assert machine.failed == f"sshd did not start ({ending}): see the container log", machine.failed
         assert "Missing privilege separation directory" in log.text()
-        assert "podinit: sshd exited with status 255" in log.text()
+        if kind == "lorapod":
+            assert "podinit: start.sh exited with status 255" in log.text()
+        else:
+            assert "runpod-emulator: sshd exited with status 255" in log.text()
     finally:
         machine.kill()
+    assert machine.processes() == []

@@ -1,0 +1,94 @@
+"""A pod is a container: its own PID namespace whose PID 1 is the image's entrypoint holding the container's
+variables, SSH sessions with a fresh environment, its own /run. Checked from inside, over SSH, for both images."""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import pytest
+from tests.emulator.helpers import LORAPOD_IMAGE, RUNPOD_IMAGE, api, create, needs_root, run, \
+    ssh
+from tests.emulator.pod import IMAGES, image_kind
+
+CONTAINER_VARIABLES = ("RUNPOD_POD_ID", "RUNPOD_API_KEY", "PUBLIC_KEY", "SSH_PUBLIC_KEY", "RUNPOD_TCP_PORT_22",
+                       "HF_TOKEN")
+
+
+def test_an_image_is_a_known_entrypoint_chosen_by_its_reference(runpod_emulator):
+    assert image_kind("docker.io/lorapod/trainer:e2e") == image_kind("docker.io/you/lorapod-trainer@sha256:ab") \
+        == "lorapod"
+    assert image_kind(RUNPOD_IMAGE) == image_kind("unsloth/unsloth:2025.10.1") == "runpod"
+    assert image_kind("ghcr.io/me/trainer:1", {"ghcr.io/me/trainer:1": "lorapod"}) == "lorapod"
+    assert IMAGES["lorapod"].name == "start.sh" and IMAGES["runpod"].name == "runpod_start.sh"
+    emu = runpod_emulator
+    emu.faults.never_ready = True
+    emu.entrypoints["ghcr.io/me/trainer:1"] = "lorapod"  # a test may force the kind for a reference
+    assert emu.pod(create(emu, image="ghcr.io/me/trainer:1")["id"]).image_kind == "lorapod"
+    assert emu.pod(create(emu)["id"]).image_kind == "runpod"
+
+
+def _environ(client, path: str = "/proc/1/environ") -> dict[str, str]:
+    text = run(client, f"tr '\\0' '\\n' < {path}")
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+@needs_root
+@pytest.mark.parametrize("image", [RUNPOD_IMAGE, LORAPOD_IMAGE])
+def test_the_containers_variables_are_pid_1s_and_sessions_start_fresh(runpod_emulator, client_key, image):
+    emu = runpod_emulator
+    pkey, public = client_key
+    env = {"PUBLIC_KEY": public, "SSH_PUBLIC_KEY": public, "HF_TOKEN": "hf_secret"}
+    pod_id = create(emu, env=env, image=image)["id"]
+    pod = emu.wait_ready(pod_id)
+    client = ssh(emu, pod_id, pkey)
+
+    # runpod.md: "A process started through an SSH session gets a fresh environment without them."
+    session = dict(line.split("=", 1) for line in run(client, "env").splitlines() if "=" in line)
+    assert not set(CONTAINER_VARIABLES) & set(session), session
+    assert session["HOME"] == os.path.expanduser("~")  # root's own, from the passwd entry
+    assert run(client, "wc -c < ~/.bashrc").strip() in ("0", ""), "the image's dotfiles: empty, not this machine's"
+
+    pid_1 = run(client, "tr '\\0' ' ' < /proc/1/cmdline").strip()
+    environ = _environ(client)
+    if pod.image_kind == "runpod":
+        # RunPod's start script stays PID 1 (`sleep infinity`): its environment is the container's.
+        assert pid_1 == f"bash {IMAGES['runpod']}"
+        assert (environ["RUNPOD_POD_ID"], environ["RUNPOD_API_KEY"], environ["HF_TOKEN"]) == (
+            pod_id, pod.key, "hf_secret")
+        assert environ["RUNPOD_TCP_PORT_22"] == str(pod.proxy.port) and environ["PUBLIC_KEY"] == public.strip()
+    else:
+        # start.sh execs sshd, whose process title overwrites what /proc/1/environ shows (runpod.md).
+        assert pid_1.startswith("sshd: ") and "[listener]" in pid_1
+        assert "RUNPOD_API_KEY" not in environ and pod.key not in run(client, "cat /proc/1/environ")
+    for name in ("LORAPOD_API_URL", "LORAPOD_WATCHDOG_DIR", "LORAPOD_WATCHDOG_POLL_S"):
+        assert name not in environ  # the emulator adds nothing of its own that lorapod could lean on
+
+    # The pod's own PID namespace: `ps` shows its processes only, none of this machine's.
+    seen = [line.split(None, 1) for line in run(client, "ps -eo pid=,comm=").splitlines()]
+    names = {name.strip() for _, name in seen}
+    assert int(seen[0][0]) == 1 and len(seen) < 12, seen
+    assert names <= {"bash", "sleep", "sshd", "ps", "runpod_start.sh"}, names
+    client.close()
+    with api(emu) as client_api:
+        assert client_api.delete(f"/pods/{pod_id}").status_code == 204
+
+
+@needs_root
+def test_pods_do_not_share_run_nor_this_machines(runpod_emulator, client_key):
+    emu = runpod_emulator
+    pkey, public = client_key
+    first, second = (emu.wait_ready(create(emu, public, image=image)["id"])
+                     for image in (RUNPOD_IMAGE, LORAPOD_IMAGE))
+    name = f"/run/lorapod-test-{secrets.token_hex(4)}"
+    one, two = ssh(emu, first.id, pkey), ssh(emu, second.id, pkey)
+    run(one, f"echo mine > {name} && test -d /run/sshd")
+    assert run(one, f"cat {name}").strip() == "mine"
+    assert run(two, f"test -e {name} || echo absent").strip() == "absent"
+    assert not Path(name).exists()  # nor does it land in this machine's /run
+    assert "lorapod-pod-run" in run(two, "grep ' /run ' /proc/mounts")  # a tmpfs of its own
+    for client in (one, two):
+        client.close()
+    with api(emu) as client_api:
+        for pod in (first, second):
+            assert client_api.delete(f"/pods/{pod.id}").status_code == 204
