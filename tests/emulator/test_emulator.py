@@ -640,15 +640,18 @@ def test_cut_connections_now_and_when_a_condition_holds(runpod_emulator, client_
 
 @needs_root
 def test_start_sh_starts_the_watchdog_from_boot_and_it_deletes_its_pod_with_the_pod_key(runpod_emulator, tmp_path):
-    emu = runpod_emulator
-    emu.pod_key = "rest"  # today's watchdog.py deletes over REST
+    emu = runpod_emulator  # the default pod key: REST refused, GraphQL allowed
     env = {"LORAPOD_MAX_RUNTIME_S": "60", "LORAPOD_STARTED_AT": "1000", "LORAPOD_API_URL": emu.url,
-           "LORAPOD_WATCHDOG_DIR": str(tmp_path / "watchdog")}  # what lorapod sends in the create
+           "LORAPOD_WATCHDOG_POLL_S": "0.1"}  # what lorapod sends in the create
     pod_id = create(emu, env=env, image=LORAPOD_IMAGE)["id"]
     pod = emu.pod(pod_id)
     assert pod.terminated.wait(WAIT_S), pod.log.text()
-    [delete] = wait_until(lambda: [r for r in emu.requests if r.method == "DELETE"], "the DELETE recorded")
-    assert (delete.path, delete.key, delete.key_pod, delete.status) == (f"/v2/pods/{pod_id}", "pod", pod_id, 204)
+    [done] = wait_until(lambda: [r for r in emu.requests if r.template == "/graphql" and r.status == 200
+                                 and "podTerminate" in r.body["query"] and not r.response.get("errors")],
+                        "the GraphQL podTerminate recorded")
+    assert (done.key, done.key_pod) == ("pod", pod_id)
+    refused = [r for r in emu.requests if r.key == "pod" and r.template != "/graphql"]
+    assert refused and all(r.status == 403 for r in refused), "REST was tried first and refused"
     assert "deadline passed" in pod.log.text() and pod.key not in pod.log.text()
     wait_until(lambda: pod.machine.processes() == [], "the pod's processes gone")
     assert emu.live_pods() == []
