@@ -16,9 +16,9 @@ import pytest
 from tests.conftest import PYTHON, Background, fake_key, run_lorapod, wait_for
 from tests.test_runpod_e2e import assert_nothing_billing_and_data_kept, canonical, env_for, reap
 
-HEARTBEAT_TIMEOUT_S = 3
+HEARTBEAT_TIMEOUT_S = 10  # short for a test, long enough for a busy CI machine to keep beating
 MARGIN_S = 45  # the watchdog's poll, its requests and a busy CI machine; never a measured duration
-GUARDED = ("provider.heartbeat_timeout_s=3", "provider.heartbeat_interval_s=0.5", "provider.watchdog_poll_s=0.2")
+GUARDED = (f"provider.heartbeat_timeout_s={HEARTBEAT_TIMEOUT_S}", "provider.heartbeat_interval_s=1", "provider.watchdog_poll_s=0.2")
 PUBLISHED = ("image=unsloth", f"remote.python={PYTHON}")  # Unsloth's published image: no watchdog from boot
 
 
@@ -55,10 +55,11 @@ def deletions(emu) -> list:
 
 
 def assert_the_pod_deleted_itself(emu, run_dir: Path, way: str) -> None:
-    wait_for(lambda: not emu.live_pods(), HEARTBEAT_TIMEOUT_S + MARGIN_S, "the pod's watchdog to delete it")
-    done = deletions(emu)
-    assert done and all(r.key == "pod" for r in done), [(r.method, r.template, r.key) for r in done]
-    assert (done[0].method, done[0].template) == WAYS[way]
+    # The request is recorded just after the pod is marked TERMINATED: wait for both.
+    wait_for(lambda: not emu.live_pods() and deletions(emu), HEARTBEAT_TIMEOUT_S + MARGIN_S,
+             "the pod's watchdog to delete it")
+    done = [(r.method, r.template, r.key) for r in deletions(emu)]
+    assert done[0] == (*WAYS[way], "pod") and all(key == "pod" for *_, key in done), done
     assert (run_dir / "dataset" / "train.jsonl").is_file()
 
 
@@ -165,7 +166,8 @@ def test_your_own_watchdog_key_arms_it_when_the_pod_key_may_do_nothing(runpod_em
         deadline = state(run_dir)["outputs"]["deadline"]
         assert deadline["armed"] is True and "your watchdog key" in deadline["credential"]
         bg.proc.kill()
-    wait_for(lambda: not emu.live_pods(), HEARTBEAT_TIMEOUT_S + MARGIN_S, "the watchdog to delete the pod")
+    wait_for(lambda: not emu.live_pods() and deletions(emu), HEARTBEAT_TIMEOUT_S + MARGIN_S,
+             "the watchdog to delete the pod")
     done = deletions(emu)
     assert done and all(r.key == "extra" for r in done)
     for path in run_dir.rglob("*"):
