@@ -102,11 +102,15 @@ def _read_status(ctx: RunContext, pid: int, log: str) -> dict:
             continue
         if status.get("state") not in (None, "verifying"):
             return status
+        if not status and ctx.transport.exec(f"kill -0 {pid}") != 0:
+            why = "exited without a word"  # e.g. a configuration it refused: its log says which
+            break
         time.sleep(0.5)
+    else:
+        why = f"said nothing within {STATUS_WAIT_S:.0f}s"
     tail: list[str] = []
     ctx.transport.exec(f"tail -n 5 {shlex.quote(log)}", on_line=tail.append)
-    return {"armed": False, "reason": f"the watchdog said nothing within {STATUS_WAIT_S:.0f}s; its log ends: "
-                                      + " | ".join(tail)[-400:]}
+    return {"armed": False, "reason": f"the watchdog {why}; its log ends: " + " | ".join(tail)[-400:]}
 
 
 def _cat_json(ctx: RunContext, path: str) -> dict:

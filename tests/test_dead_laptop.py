@@ -18,7 +18,11 @@ from tests.test_runpod_e2e import assert_nothing_billing_and_data_kept, canonica
 
 HEARTBEAT_TIMEOUT_S = 10  # short for a test, long enough for a busy CI machine to keep beating
 MARGIN_S = 45  # the watchdog's poll, its requests and a busy CI machine; never a measured duration
-GUARDED = (f"provider.heartbeat_timeout_s={HEARTBEAT_TIMEOUT_S}", "provider.heartbeat_interval_s=1", "provider.watchdog_poll_s=0.2")
+GUARDED = (f"provider.heartbeat_timeout_s={HEARTBEAT_TIMEOUT_S}", "provider.heartbeat_interval_s=1",
+           "provider.watchdog_poll_s=0.2")
+# Where the copy lorapod starts over SSH finds the pod key: sshd as PID 1 (start.sh) has overwritten
+# /proc/1/environ, so only the file start.sh saved helps; a shell PID 1 keeps its environment.
+CREDENTIAL = {"lorapod": "/run/lorapod/credentials", "published": "/proc/1/environ"}
 PUBLISHED = ("image=unsloth", f"remote.python={PYTHON}")  # Unsloth's published image: no watchdog from boot
 
 
@@ -79,7 +83,8 @@ def test_killed_mid_training(runpod_emulator, workdir, run_dir, image, pod_key):
     with Background(*args(emu, workdir, image, "train.max_steps=100000", "train.logging_steps=20"),
                     run_dir=run_dir, env=env_for(emu)) as bg:
         bg.wait_for_training()
-        assert state(run_dir)["outputs"]["deadline"]["armed"] is True
+        deadline = state(run_dir)["outputs"]["deadline"]
+        assert deadline["armed"] is True and CREDENTIAL[image] in deadline["credential"], deadline
         bg.proc.kill()
     assert_the_pod_deleted_itself(emu, run_dir, MODES[pod_key])
 

@@ -66,9 +66,13 @@ def test_rents_trains_fetches_and_deletes(runpod_emulator, workdir, run_dir):
     announced = re.findall(r"lorapod-host-key: (\S+) (SHA256:\S+)", pod.log.text())
     pinned = (run_dir / "ssh" / "known_hosts").read_text().split()
     assert announced and pinned[1] == announced[0][0]
-    # The watchdog was armed over SSH and the heartbeat exists.
+    # The watchdog was armed over SSH, with the key start.sh saved (the emulator's default pod key may only
+    # use GraphQL), and the heartbeat exists.
     remote = workdir / f"lorapod-{summary['run_id']}"
     assert (remote / "watchdog.py").is_file() and (remote / "heartbeat").is_file()
+    deadline = summary["deadline"]
+    assert deadline["armed"] is True and deadline["read"] == "graphql", deadline
+    assert "/run/lorapod/credentials" in deadline["credential"] and "graphql" in deadline["methods"]
     assert summary["overhead"]["ready_to_train_excl_upload_s"] is not None
     for path in run_dir.rglob("*"):
         if path.is_file():
