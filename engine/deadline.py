@@ -27,6 +27,7 @@ from loguru import logger
 
 from engine.context import PROJECT_ROOT, RunContext
 from engine.errors import StageError, TransportError
+from engine.pod_env import private_dir_command
 from engine.secrets import add_secret_name
 
 WATCHDOG = PROJECT_ROOT / "remote_image" / "watchdog.py"
@@ -57,8 +58,7 @@ def _put_private(ctx: RunContext, value: str, remote: str) -> None:
     private before the file exists."""
     folder = posixpath.dirname(remote)
     out: list[str] = []
-    if ctx.transport.exec(f"mkdir -p -m 700 {shlex.quote(folder)} && chmod 700 {shlex.quote(folder)}",
-                          on_line=out.append) != 0:
+    if ctx.transport.exec(private_dir_command(folder), on_line=out.append) != 0:
         raise StageError(f"cannot make {folder} on the pod: {' '.join(out)[-200:]}")
     ctx.transport.write_private(remote, value.encode())
 
