@@ -28,12 +28,14 @@ from loguru import logger
 from engine.context import PROJECT_ROOT, RunContext
 from engine.errors import StageError, TransportError
 from engine.pod_env import private_dir_command
-from engine.secrets import add_secret_name
+from engine.secrets import add_secret_name, redact
 
 WATCHDOG = PROJECT_ROOT / "remote_image" / "watchdog.py"
 POD_STATE_DIR = "/run/lorapod"  # watchdog.py's DEFAULT_DIR and start.sh's: the pod's own /run
 EXTRA_KEY = "watchdog-key"  # watchdog.py's EXTRA_KEY
-STATUS_WAIT_S = 60.0  # the watchdog reads its own pod with each key (a few requests) before it says
+STATUS_WAIT_S = 60.0  # longer than the watchdog's own budget for reading its pod (VERIFY_BUDGET_S, 40 s)
+WATCHDOG_PID = posixpath.join(POD_STATE_DIR, "watchdog.pid")  # the one in charge (watchdog.py's take_over)
+GONE = "lorapod-watchdog-gone"  # what a heartbeat prints when the watchdog in charge is not running
 
 
 def heartbeat_file(ctx: RunContext) -> str:
@@ -74,17 +76,21 @@ def start_watchdog(ctx: RunContext) -> dict:
             _put_private(ctx, os.environ[key_env], posixpath.join(POD_STATE_DIR, EXTRA_KEY))
     remote = posixpath.join(ctx.remote_dir, "watchdog.py")
     ctx.transport.put(WATCHDOG, remote)
-    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in deadline_env(ctx).items())
+    # The pod id too: a watchdog that finds no RunPod variables can still delete with your watchdog key.
+    launch_env = {**deadline_env(ctx), "LORAPOD_POD_ID": str((ctx.state.pod or {}).get("id") or "")}
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in launch_env.items())
     log = posixpath.join(ctx.remote_dir, "watchdog.log")
     command = (f"touch {shlex.quote(heartbeat_file(ctx))} && {{ {env} setsid nohup {shlex.quote(ctx.remote_python)} "
-               f"{shlex.quote(remote)} > {shlex.quote(log)} 2>&1 < /dev/null & echo \"watchdog pid $!\"; }}")
+               f"{shlex.quote(remote)} > {shlex.quote(log)} 2>&1 < /dev/null & echo \"watchdog pid $! at $(date +%s)\"; }}")
     out: list[str] = []
-    if ctx.transport.exec(command, on_line=out.append) != 0 or not out or not out[-1].startswith("watchdog pid "):
+    launched = out[-1].split() if ctx.transport.exec(command, on_line=out.append) == 0 and out else []
+    if len(launched) != 5 or launched[:2] != ["watchdog", "pid"] or not (launched[2] + launched[4]).isdigit():
         raise StageError(f"could not start the pod's watchdog: {' '.join(out)[-300:]}",
                          "without it a pod could outlive a crashed lorapod; the run stops here")
-    status = _read_status(ctx, int(out[-1].split()[-1]), log)
+    status = _read_status(ctx, int(launched[2]), int(launched[4]), log)
     deadline = {k: status.get(k) for k in ("armed", "credential", "read", "methods", "reason")}
     deadline["armed"] = bool(deadline["armed"])
+    deadline["reason"] = redact(str(deadline["reason"])) if deadline["reason"] else None
     deadline["extra_key"] = bool(key_env and os.environ.get(key_env))
     ctx.state.outputs["deadline"] = deadline
     ctx.save()
@@ -92,13 +98,21 @@ def start_watchdog(ctx: RunContext) -> dict:
     return deadline
 
 
-def _read_status(ctx: RunContext, pid: int, log: str) -> dict:
-    """The status file of the watchdog we started, or of the one it left in charge."""
-    deadline = time.monotonic() + STATUS_WAIT_S
+def _read_status(ctx: RunContext, pid: int, launched_at: int, log: str) -> dict:
+    """The status file of the watchdog we started (written since we started it: a pid of an earlier boot
+    may repeat), or of the one it left in charge."""
+    deadline, launched, seen = time.monotonic() + STATUS_WAIT_S, pid, {pid}
     while time.monotonic() < deadline:
         status = _cat_json(ctx, posixpath.join(POD_STATE_DIR, f"status-{pid}.json"))
-        if status.get("state") == "deferred" and status.get("deferred_to"):
-            pid = int(status["deferred_to"])
+        if pid == launched and int(status.get("started") or 0) < launched_at - 2:
+            status = {}  # an earlier boot's: not written yet
+        if status.get("state") == "deferred":
+            holder = status.get("deferred_to")
+            if not isinstance(holder, int) or holder in seen:
+                why = f"deferred to a watchdog it could not name ({holder!r})"
+                break
+            pid = holder
+            seen.add(pid)
             continue
         if status.get("state") not in (None, "verifying"):
             return status
@@ -134,9 +148,13 @@ def _report(ctx: RunContext, deadline: dict) -> None:
     message = (f"THE POD'S DEADLINE IS NOT ARMED: {deadline['reason']}. If this machine dies, sleeps or loses its "
                f"network from now on, nothing deletes pod {pod.get('id')} and it bills "
                f"${pod.get('price_per_hour') or 0:.2f}/h until you delete it.")
-    fix = ("create a RunPod API key restricted to pods (console > Settings > API Keys), put it in .env as "
-           "LORAPOD_WATCHDOG_KEY=... and run with provider.watchdog_api_key_env=LORAPOD_WATCHDOG_KEY; "
-           "set provider.require_deadline=true to stop before training whenever this happens")
+    if deadline.get("extra_key"):
+        fix = (f"the key in {p.watchdog_api_key_env} (provider.watchdog_api_key_env) could not read the pod either: "
+               "give it read and write access to pods in the RunPod console (Settings > API Keys); ")
+    else:
+        fix = ("create a RunPod API key restricted to pods (console > Settings > API Keys), put it in .env as "
+               "LORAPOD_WATCHDOG_KEY=... and run with provider.watchdog_api_key_env=LORAPOD_WATCHDOG_KEY; ")
+    fix += "set provider.require_deadline=true to stop before training whenever this happens"
     if p.require_deadline:
         raise StageError(message + " provider.require_deadline is set, so the run stops before training.", fix)
     logger.warning(f"{message}\n  To fix: {fix}.\n  Until then keep this machine awake and online, and check "
@@ -145,14 +163,17 @@ def _report(ctx: RunContext, deadline: dict) -> None:
 
 class Heartbeat:
     """Touches the heartbeat file every interval from a daemon thread until stopped. Nothing it meets stops
-    it: every failure is logged and the next beat is tried."""
+    it: every failure is logged and the next beat is tried. Each beat also asks whether the watchdog in charge
+    still runs: once the deadline was armed, a watchdog that died is said loudly (once)."""
 
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
         p = ctx.cfg.provider
         # At least three beats per timeout, so one missed beat never lets the watchdog fire.
         self.interval = min(float(p.heartbeat_interval_s), p.heartbeat_timeout_s / 3)
-        self.command = f"touch {shlex.quote(heartbeat_file(ctx))}"
+        self.command = (f"touch {shlex.quote(heartbeat_file(ctx))} && {{ kill -0 \"$(cat {WATCHDOG_PID} 2>/dev/null)\" "
+                        f"2>/dev/null || echo {GONE}; }}")
+        self._warned = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="lorapod-heartbeat", daemon=True)
 
@@ -171,8 +192,17 @@ class Heartbeat:
 
     def beat(self) -> None:
         transport = self.ctx.transport
-        if transport is not None:
-            transport.exec(self.command, timeout=30)
+        if transport is None:
+            return
+        said: list[str] = []
+        transport.exec(self.command, on_line=said.append, timeout=30)
+        armed = (self.ctx.state.outputs.get("deadline") or {}).get("armed")
+        if GONE in said and armed and not self._warned:
+            self._warned = True
+            pod = self.ctx.state.pod or {}
+            logger.error(f"THE POD'S WATCHDOG IS NO LONGER RUNNING (pod {pod.get('id')}): from now on nothing on the "
+                         "pod deletes it if this machine dies. The run goes on; keep this machine awake and online, "
+                         f"and see {posixpath.join(self.ctx.remote_dir, 'watchdog.log')} on the pod.")
 
     def stop(self) -> None:
         self._stop.set()

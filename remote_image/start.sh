@@ -47,19 +47,26 @@ state_dir="${LORAPOD_WATCHDOG_DIR:-/run/lorapod}"
 say() { echo "lorapod: $*"; }
 fail() { echo "lorapod: $*" >&2; }
 
-# Before anything else, and never with the key on a command line or in the log.
+# Before anything else, and never with the key on a command line or in the log. A failure here must not stop
+# the boot: the watchdog started below has the credentials in its own environment.
 if [[ -n "${RUNPOD_POD_ID:-}" && -n "${RUNPOD_API_KEY:-}" ]]; then
-    (
+    if (
         umask 077
         mkdir -p "$state_dir"
         chmod 700 "$state_dir"
         printf 'RUNPOD_POD_ID=%s\nRUNPOD_API_KEY=%s\n' "$RUNPOD_POD_ID" "$RUNPOD_API_KEY" >"$state_dir/credentials.tmp"
         mv -f "$state_dir/credentials.tmp" "$state_dir/credentials"
-    )
-    say "pod id and pod key saved for the watchdog in $state_dir/credentials (root only)"
+    ); then
+        say "pod id and pod key saved for the watchdog in $state_dir/credentials (root only)"
+    else
+        fail "could not save the pod id and key in $state_dir/credentials: a watchdog started over SSH will" \
+            "look in /proc/1/environ, which sshd overwrites; the boot watchdog has them"
+    fi
 else
     say "no RUNPOD_POD_ID and RUNPOD_API_KEY: not on RunPod, no credentials saved"
 fi
+# A restarted container keeps its /run: the last boot's watchdog status files would read as this one's.
+rm -f "$state_dir"/status-*.json 2>/dev/null || true
 
 # First, so that a pod which cannot start sshd still deletes itself at its deadline.
 watchdog_pid=""

@@ -69,7 +69,8 @@ RUNPOD_VARS = ("RUNPOD_POD_ID", "RUNPOD_API_KEY")
 MAX_RETRY_DELAY_S = 60.0
 REPLACE_WAIT_S = 10.0
 HTTP_TIMEOUT_S = 30.0
-VERIFY_TRIES = 3
+VERIFY_BUDGET_S = 40.0  # engine/deadline.py waits STATUS_WAIT_S (longer) for the verdict
+CONFIRM_S = 120.0  # after an accepted delete, how long to read whether the pod went before sending it again
 
 ENV_HELP = f"""environment:
   LORAPOD_MAX_RUNTIME_S        delete the pod this many seconds after the start time
@@ -111,6 +112,7 @@ class Config:
     pod_id: Optional[str]
     keys: list[Key] = field(default_factory=list)
     watch_start: float = 0.0  # this process's start: the last beat while the heartbeat file does not exist
+    runpodctl: Optional[str] = None  # LORAPOD_RUNPODCTL: a runpodctl binary to use whatever the API URL
 
     @property
     def graphql_url(self) -> str:
@@ -126,7 +128,10 @@ class Config:
 
 def log(message: str) -> None:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    print(f"{stamp} lorapod-watchdog[{os.getpid()}]: {message}", flush=True)
+    try:
+        print(f"{stamp} lorapod-watchdog[{os.getpid()}]: {message}", flush=True)
+    except (OSError, ValueError):  # a full disk or a closed stream: the pod must still be deleted
+        pass
 
 
 # ---------------------------------------------------------------------------------------------- configuration
@@ -146,9 +151,10 @@ def read_pairs(path: str, separator: bytes) -> dict[str, str]:
 def find_credentials(env: dict[str, str], workdir: str, environ_path: str = CONTAINER_ENVIRON,
                      rp_environment: str = RP_ENVIRONMENT) -> tuple[Optional[str], Optional[str], str]:
     """(pod id, pod key, where they came from), in the order the module docstring gives."""
-    if "RUNPOD_POD_ID" in env or "RUNPOD_API_KEY" in env:
-        # Our own environment wins even when empty: RUNPOD_POD_ID= means "not on RunPod".
-        return env.get("RUNPOD_POD_ID") or None, env.get("RUNPOD_API_KEY") or None, "this process's environment"
+    if env.get("RUNPOD_POD_ID") and env.get("RUNPOD_API_KEY"):
+        return env["RUNPOD_POD_ID"], env["RUNPOD_API_KEY"], "this process's environment"
+    if "RUNPOD_POD_ID" in env and not env["RUNPOD_POD_ID"]:
+        return None, None, "nowhere: RUNPOD_POD_ID is set empty, meaning not on RunPod"
     saved = os.path.join(workdir, CREDENTIALS)
     for found, source in ((read_pairs(saved, b"\n"), saved), (read_pairs(environ_path, b"\0"), environ_path),
                           (read_pairs(rp_environment, b"\n"), rp_environment)):
@@ -183,6 +189,8 @@ def load_config(env: dict[str, str], now: float, environ_path: str = CONTAINER_E
         raise ConfigError("LORAPOD_HEARTBEAT_FILE needs LORAPOD_HEARTBEAT_TIMEOUT_S")
     workdir = env.get("LORAPOD_WATCHDOG_DIR") or DEFAULT_DIR
     pod_id, pod_key, source = find_credentials(env, workdir, environ_path, rp_environment)
+    if not pod_id and "RUNPOD_POD_ID" not in env:
+        pod_id = env.get("LORAPOD_POD_ID") or None  # lorapod knows which pod it rented: enough for a key of yours
     keys = [Key(f"pod key (from {source})", pod_key)] if pod_id and pod_key else []
     try:
         with open(os.path.join(workdir, EXTRA_KEY), encoding="utf-8") as fh:
@@ -202,6 +210,7 @@ def load_config(env: dict[str, str], now: float, environ_path: str = CONTAINER_E
         pod_id=pod_id,
         keys=keys,
         watch_start=now,
+        runpodctl=env.get("LORAPOD_RUNPODCTL") or None,
     )
 
 
@@ -337,11 +346,19 @@ def graphql_terminate(cfg: Config, key: str) -> Outcome:
     return _judge(status, raw, "")
 
 
+def runpodctl(cfg: Config) -> Optional[str]:
+    """runpodctl talks to RunPod itself, whatever LORAPOD_API_URL says: used only against RunPod's own API,
+    unless LORAPOD_RUNPODCTL names the binary explicitly."""
+    if cfg.runpodctl:
+        return cfg.runpodctl
+    return shutil.which("runpodctl") if cfg.api_url == DEFAULT_API_URL else None
+
+
 def runpodctl_remove(cfg: Config, key: str) -> Outcome:
-    tool = shutil.which("runpodctl")
+    tool = runpodctl(cfg)
     if tool is None:
-        return Outcome(REFUSED, "runpodctl is not installed")
-    try:  # the key in its environment: never on a command line that `ps` shows
+        return Outcome(REFUSED, "no runpodctl here (or LORAPOD_API_URL is not RunPod's own)")
+    try:  # the key in its environment, as runpodctl reads it: never on a command line that `ps` shows
         done = subprocess.run([tool, "remove", "pod", cfg.pod_id], capture_output=True, text=True, timeout=120,
                               env={**os.environ, "RUNPOD_API_KEY": key}, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -356,14 +373,21 @@ WAYS: list[tuple[str, Callable[[Config, str], Outcome]]] = [
 ]
 
 
-def methods() -> list[str]:
+def methods(cfg: Config) -> list[str]:
     """The ways this watchdog will try, in order (runpodctl only when the image has it)."""
-    return [name for name, _ in WAYS if name != "runpodctl" or shutil.which("runpodctl")]
+    return [name for name, _ in WAYS if name != "runpodctl" or runpodctl(cfg)]
 
 
 def rest_read(cfg: Config, key: str) -> Outcome:
     status, raw = _http("GET", _pod_url(cfg), key, timeout=10)
-    return _judge(status, raw, "read its own pod")
+    outcome = _judge(status, raw, "read its own pod")
+    if outcome.kind == DONE and b'"TERMINATED"' in raw:
+        try:
+            if json.loads(raw).get("status") == "TERMINATED":
+                return Outcome(GONE, "the pod is terminated")
+        except (ValueError, AttributeError):
+            pass
+    return outcome
 
 
 def graphql_read(cfg: Config, key: str) -> Outcome:
@@ -371,10 +395,17 @@ def graphql_read(cfg: Config, key: str) -> Outcome:
                                 {"input": {"podId": cfg.pod_id}}, timeout=10)
     pod = (doc.get("data") or {}).get("pod") if status == 200 else None
     if isinstance(pod, dict) and pod.get("id") == cfg.pod_id:
+        if pod.get("desiredStatus") == "TERMINATED":
+            return Outcome(GONE, "the pod is terminated")
         return Outcome(DONE, "read its own pod")
+    if status == 200 and not doc.get("errors") and "data" in doc:
+        return Outcome(GONE, "no such pod")
     if status == 200:
-        return Outcome(REFUSED, f"pod query refused: {_problem(raw) or 'no such pod'}")
+        return Outcome(REFUSED, f"pod query refused: {_problem(raw)}")
     return _judge(status, raw, "")
+
+
+READS = (("rest", rest_read), ("graphql", graphql_read))
 
 
 def attempt(cfg: Config, way: Callable[[Config, str], Outcome], key: Key) -> Outcome:
@@ -388,19 +419,24 @@ def attempt(cfg: Config, way: Callable[[Config, str], Outcome], key: Key) -> Out
 
 
 def verify(cfg: Config) -> dict:
-    """Whether a key of ours can read this pod (REST, else GraphQL): what lorapod reports as armed."""
+    """Whether a key of ours can read this pod (REST, else GraphQL): what lorapod reports as armed. Bounded by
+    VERIFY_BUDGET_S, so lorapod (which waits a little longer) always hears the answer."""
     if not cfg.pod_id:
         return {"armed": False, "credential": None, "read": None,
                 "reason": "no RUNPOD_POD_ID: not on RunPod, nothing to delete"}
     if not cfg.keys:
         return {"armed": False, "credential": None, "read": None,
-                "reason": f"pod {cfg.pod_id} but no key: not in this environment, {CREDENTIALS}, /proc/1/environ "
-                          f"or {EXTRA_KEY}"}
+                "reason": f"pod {cfg.pod_id} but no key: not in this environment, {CREDENTIALS}, /proc/1/environ, "
+                          f"{RP_ENVIRONMENT} or {EXTRA_KEY}"}
+    give_up = time.monotonic() + VERIFY_BUDGET_S
     problems: list[str] = []
-    for round_ in range(VERIFY_TRIES):
+    for round_ in itertools.count():
         problems, transient = [], False
         for key in cfg.keys:
-            for name, read in (("rest", rest_read), ("graphql", graphql_read)):
+            for name, read in READS:
+                if time.monotonic() > give_up:
+                    problems.append(f"no answer within {VERIFY_BUDGET_S:g}s")
+                    return {"armed": False, "credential": None, "read": None, "reason": "; ".join(problems)}
                 outcome = attempt(cfg, read, key)
                 if outcome.kind == DONE:
                     return {"armed": True, "credential": key.label, "read": name, "reason": None}
@@ -408,23 +444,48 @@ def verify(cfg: Config) -> dict:
                 transient = transient or outcome.kind == FAILED
         if not transient:
             break
-        time.sleep(min(cfg.poll_s * 2 ** round_, 5.0))
+        time.sleep(min(cfg.poll_s * 2 ** round_, 5.0, max(0.0, give_up - time.monotonic())))
     return {"armed": False, "credential": None, "read": None, "reason": "; ".join(problems)}
 
 
+def is_gone(cfg: Config) -> bool:
+    """Whether a read with any of our keys shows the pod gone. A refusal proves nothing: some APIs answer a
+    key they will not serve with 404, so "404 on delete" alone is never taken for "gone"."""
+    for key in cfg.keys:
+        for _, read in READS:
+            if attempt(cfg, read, key).kind == GONE:
+                return True
+    return False
+
+
 def delete_pod(cfg: Config) -> None:
-    """Every way with every key, in order, until one deletes the pod (or finds it gone). Transient failures
-    are retried with backoff; when every way was refused, the next round waits the longest delay."""
+    """Every way with every key, in order, until one deletes the pod (or finds it gone, confirmed by a read).
+    Transient failures are retried with backoff; when every way was refused, the next round waits the
+    longest delay. An accepted request is checked too: until a read shows the pod gone, it is sent again."""
     for round_ in itertools.count():
-        refused_all = True
+        refused_all, accepted = True, False
         for key in cfg.keys:
             for name, way in WAYS:
                 outcome = attempt(cfg, way, key)
                 log(f"{name} with the {key.label}: {outcome.detail}")
-                if outcome.kind in (DONE, GONE):
-                    return
+                if outcome.kind == GONE:
+                    if is_gone(cfg):
+                        return
+                    log("  ... but a read still shows the pod: trying the next way")
+                    outcome.kind = REFUSED
+                if outcome.kind == DONE:
+                    accepted = True
+                    break
                 refused_all = refused_all and outcome.kind == REFUSED
-        if refused_all:
+            if accepted:
+                break
+        if accepted:
+            if _wait_gone(cfg):
+                log(f"pod {cfg.pod_id} is gone")
+                return
+            delay = 0.0
+            log(f"pod {cfg.pod_id} is still there after the delete was accepted; sending it again")
+        elif refused_all:
             delay = MAX_RETRY_DELAY_S
             log(f"every way to delete pod {cfg.pod_id} was refused: it keeps billing until someone deletes it; "
                 f"trying again in {delay:g}s")
@@ -432,6 +493,26 @@ def delete_pod(cfg: Config) -> None:
             delay = min(MAX_RETRY_DELAY_S, cfg.poll_s * 2 ** round_)
             log(f"could not reach RunPod; trying again in {delay:g}s")
         time.sleep(delay)
+
+
+def _wait_gone(cfg: Config) -> bool:
+    """A pod whose delete was accepted goes within moments, and this process with it (it runs on the pod).
+    Whether it went, read for up to CONFIRM_S; a read that is refused counts as gone, since nothing better
+    can be known with these keys and the delete itself was accepted."""
+    give_up = time.monotonic() + CONFIRM_S
+    while True:
+        seen = False
+        for key in cfg.keys:
+            for _, read in READS:
+                kind = attempt(cfg, read, key).kind
+                if kind == GONE:
+                    return True
+                seen = seen or kind == DONE
+        if not seen:
+            return True
+        if time.monotonic() > give_up:
+            return False
+        time.sleep(min(cfg.poll_s * 4, 5.0))
 
 
 # ---------------------------------------------------------------------------------------------- one per pod
@@ -442,8 +523,8 @@ def status_path(workdir: str, pid: int) -> str:
 
 def write_status(cfg: Config, **fields) -> None:
     """What lorapod reads to tell whether the pod's deadline is armed; never a key."""
-    doc = {"pid": os.getpid(), "pod_id": cfg.pod_id, "has_credentials": bool(cfg.keys),
-           "methods": methods() if cfg.keys else [], **fields}
+    doc = {"pid": os.getpid(), "started": int(cfg.watch_start), "pod_id": cfg.pod_id, "has_credentials": bool(cfg.keys),
+           "methods": methods(cfg) if cfg.keys else [], **fields}
     path = status_path(cfg.workdir, os.getpid())
     try:
         with open(path + ".tmp", "w", encoding="utf-8") as fh:
@@ -488,7 +569,10 @@ def take_over(cfg: Config) -> bool:
             return False
         if old is not None:
             log(f"replacing the watchdog already running (pid {old})")
-            os.kill(old, signal.SIGTERM)
+            try:
+                os.kill(old, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):  # it exited meanwhile: the lock comes free
+                pass
         deadline = time.monotonic() + REPLACE_WAIT_S
         while True:
             try:
@@ -545,7 +629,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         watching.append(f"heartbeat {cfg.heartbeat_file} (timeout {cfg.heartbeat_timeout_s:g}s)")
     if found["armed"]:
         where = f"pod {cfg.pod_id}, armed: the {found['credential']} can read it ({found['read']}); " \
-                f"will try {', '.join(methods())}"
+                f"will try {', '.join(methods(cfg))}"
     else:
         where = f"NOT ARMED: {found['reason']}"
     log(f"watching {' and '.join(watching)}; {where}")
@@ -555,9 +639,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not cfg.pod_id:
         log("would delete the pod now, but RUNPOD_POD_ID is not set: not on RunPod, nothing to delete")
         return 0
-    if not cfg.keys:
-        log(f"would delete pod {cfg.pod_id} now, but no key was found: it keeps billing")
-        return 0
+    while not cfg.keys:  # a key may still turn up (your watchdog key, uploaded late): look again, never give up
+        log(f"pod {cfg.pod_id} must go, but no key was found; looking again in {MAX_RETRY_DELAY_S:g}s")
+        time.sleep(MAX_RETRY_DELAY_S)
+        try:
+            cfg.keys = load_config(dict(os.environ), time.time()).keys
+        except ConfigError:
+            pass
     write_status(cfg, state="deleting", **found)
     delete_pod(cfg)
     write_status(cfg, state="deleted", **found)

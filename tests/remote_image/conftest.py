@@ -34,10 +34,10 @@ def runpod_api():
             status = api.answer(way)
             if way.startswith("graphql"):
                 pod_id = ((body or {}).get("variables") or {}).get("input", {}).get("podId")
-                refused = status == 403
-                status = 200 if refused or not status else status
+                refused, gone = status == 403, status == 404
+                status = 200 if refused or gone or not status else status
                 doc = {"errors": [{"message": "access denied"}], "data": None} if refused else \
-                    {"data": {"podTerminate": None} if way == "graphql" else {"pod": {"id": pod_id}}}
+                    {"data": {"podTerminate": None} if way == "graphql" else {"pod": None if gone else {"id": pod_id}}}
                 self._send(status, doc)
             elif status in (0, 204) and way == "rest-delete":
                 self._send(204, None)

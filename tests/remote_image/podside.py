@@ -34,6 +34,7 @@ class FakeRunPodApi:
 
     statuses: dict[str, list[int]] = field(default_factory=dict)  # way -> statuses to answer first
     refuse: set[str] = field(default_factory=set)
+    deleted: bool = False  # once a delete succeeded, reads find no pod (REST 404, GraphQL `pod: null`)
     requests: list[Recorded] = field(default_factory=list)
     arrived: threading.Event = field(default_factory=threading.Event)
     url: str = ""
@@ -42,7 +43,13 @@ class FakeRunPodApi:
         if way in self.refuse:
             return 403
         queued = self.statuses.get(way) or []
-        return queued.pop(0) if queued else 0  # 0: the route's success
+        if queued:
+            return queued.pop(0)
+        if way in ("rest-read", "graphql-read") and self.deleted:
+            return 404
+        if way in ("rest-delete", "rest-action", "graphql"):
+            self.deleted = True
+        return 0  # the route's success
 
     def wait_for(self, count: int = 1, way: str | None = None) -> list[Recorded]:
         while len(self.of(way)) < count:

@@ -156,8 +156,9 @@ def test_past_the_deadline_it_verifies_then_deletes_its_pod_and_never_prints_the
     wd = run_watchdog(spawn, tmp_path, LORAPOD_MAX_RUNTIME_S="10", LORAPOD_STARTED_AT="1000",
                       LORAPOD_API_URL=runpod_api.url, RUNPOD_POD_ID="pod-abc", RUNPOD_API_KEY=KEY)
     assert wd.wait() == 0
-    assert [r.way for r in runpod_api.requests] == ["rest-read", "rest-delete"]
-    delete = runpod_api.requests[-1]
+    # Armed by a read, deleted, and the deletion confirmed by a read that finds no pod.
+    assert [r.way for r in runpod_api.requests] == ["rest-read", "rest-delete", "rest-read"]
+    delete = runpod_api.requests[1]
     assert (delete.method, delete.path, delete.authorization) == ("DELETE", "/v2/pods/pod-abc", f"Bearer {KEY}")
     out = wd.output()
     assert "deadline passed" in out and "204" in out and "armed" in out
@@ -176,8 +177,8 @@ def test_401_403_move_on_to_the_next_way(spawn, tmp_path, runpod_api, refused, r
     wd = run_watchdog(spawn, tmp_path, LORAPOD_MAX_RUNTIME_S="10", LORAPOD_STARTED_AT="1000",
                       LORAPOD_API_URL=runpod_api.url, RUNPOD_POD_ID="pod-abc", RUNPOD_API_KEY=KEY)
     assert wd.wait() == 0
-    ways = [r.way for r in runpod_api.requests]
-    assert ways[-1] == deleted_by and status_of(tmp_path, wd)["read"] == read
+    deleting = [r.way for r in runpod_api.requests if not r.way.endswith("read")]
+    assert deleting[-1] == deleted_by and status_of(tmp_path, wd)["read"] == read
     graphql = [r for r in runpod_api.requests if r.way.startswith("graphql")]
     assert all(r.path == "/graphql" and r.body["variables"] == {"input": {"podId": "pod-abc"}} for r in graphql)
     assert KEY not in wd.output()
@@ -197,16 +198,22 @@ def test_a_key_refused_everywhere_is_not_armed_and_the_users_key_takes_over(spaw
     runpod_api.requests.clear()
     user = f"Bearer {KEY}USER"
 
-    def answer(way, real=runpod_api.answer):
-        return 0 if runpod_api.requests[-1].authorization == user else real(way)
+    def answer(way, real=runpod_api.answer):  # the same API, with no refusal for your key
+        if runpod_api.requests[-1].authorization != user:
+            return real(way)
+        refused, runpod_api.refuse = runpod_api.refuse, set()
+        try:
+            return real(way)
+        finally:
+            runpod_api.refuse = refused
     runpod_api.answer = answer
     wd = run_watchdog(spawn, tmp_path, LORAPOD_MAX_RUNTIME_S="10", LORAPOD_STARTED_AT="1000",
                       LORAPOD_API_URL=runpod_api.url, RUNPOD_POD_ID="pod-abc", RUNPOD_API_KEY=KEY)
     assert wd.wait() == 0
     status = status_of(tmp_path, wd)
     assert status["armed"] is True and "your watchdog key" in status["credential"]
-    last = runpod_api.requests[-1]
-    assert (last.way, last.authorization) == ("rest-delete", user)
+    last = [r for r in runpod_api.requests if r.way == "rest-delete"][-1]
+    assert last.authorization == user
     out = wd.output()
     assert KEY not in out and "refused" in out
 
@@ -222,12 +229,33 @@ def test_it_retries_until_the_api_accepts(spawn, tmp_path, runpod_api):
 
 
 def test_a_pod_already_gone_is_success(spawn, tmp_path, runpod_api):
+    runpod_api.statuses = {"rest-delete": [404], "rest-read": [200]}  # armed; then reads find no pod
+    runpod_api.deleted = True
+    wd = run_watchdog(spawn, tmp_path, LORAPOD_MAX_RUNTIME_S="10", LORAPOD_STARTED_AT="1000",
+                      LORAPOD_API_URL=runpod_api.url, RUNPOD_POD_ID="pod-abc", RUNPOD_API_KEY=KEY)
+    assert wd.wait() == 0
+    assert [r.way for r in runpod_api.requests] == ["rest-read", "rest-delete", "rest-read"]
+    assert "already gone" in wd.output()
+
+
+def test_a_404_from_a_pod_that_is_still_there_moves_on_to_the_next_way(spawn, tmp_path, runpod_api):
+    """An API may hide what a key may not touch behind a 404: only a read that finds no pod means gone."""
     runpod_api.statuses = {"rest-delete": [404]}
     wd = run_watchdog(spawn, tmp_path, LORAPOD_MAX_RUNTIME_S="10", LORAPOD_STARTED_AT="1000",
                       LORAPOD_API_URL=runpod_api.url, RUNPOD_POD_ID="pod-abc", RUNPOD_API_KEY=KEY)
     assert wd.wait() == 0
-    assert len(runpod_api.of("rest-delete")) == 1
-    assert "already gone" in wd.output()
+    assert [r.way for r in runpod_api.requests if not r.way.endswith("read")] == ["rest-delete", "rest-action"]
+    assert "a read still shows the pod" in wd.output()
+
+
+def test_an_accepted_delete_is_confirmed_by_reading_until_the_pod_is_gone(spawn, tmp_path, runpod_api):
+    runpod_api.statuses = {"rest-read": [200, 200, 200]}  # armed; then still there twice after the 204
+    runpod_api.refuse = {"graphql-read"}
+    wd = run_watchdog(spawn, tmp_path, LORAPOD_MAX_RUNTIME_S="10", LORAPOD_STARTED_AT="1000",
+                      LORAPOD_API_URL=runpod_api.url, RUNPOD_POD_ID="pod-abc", RUNPOD_API_KEY=KEY)
+    assert wd.wait() == 0
+    assert len(runpod_api.of("rest-delete")) == 1 and "is gone" in wd.output()
+    assert len(runpod_api.of("rest-read")) == 4
 
 
 def test_runpodctl_is_the_last_way_and_gets_the_key_in_its_environment_only(spawn, tmp_path, runpod_api):
@@ -239,9 +267,17 @@ def test_runpodctl_is_the_last_way_and_gets_the_key_in_its_environment_only(spaw
     tool.write_text(f"#!/bin/sh\necho \"$* key=${{RUNPOD_API_KEY:+set}}\" > {record}\necho 'pod \"$3\" removed'\n")
     tool.chmod(0o755)
     runpod_api.refuse = {"rest-delete", "rest-action", "graphql"}
+    # runpodctl on PATH is used only against RunPod's own API (it cannot be pointed at this one) ...
+    wd = run_watchdog(spawn, tmp_path, LORAPOD_MAX_RUNTIME_S="3600", LORAPOD_API_URL=runpod_api.url,
+                      RUNPOD_POD_ID="pod-abc", RUNPOD_API_KEY=KEY, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    wd.wait_for_line("watching")
+    assert "runpodctl" not in status_of(tmp_path, wd)["methods"]
+    wd.stop()
+    # ... unless LORAPOD_RUNPODCTL names it. (Reads refused too: whether it went cannot be seen here.)
+    runpod_api.refuse |= {"rest-read", "graphql-read"}
     wd = run_watchdog(spawn, tmp_path, LORAPOD_MAX_RUNTIME_S="10", LORAPOD_STARTED_AT="1000",
                       LORAPOD_API_URL=runpod_api.url, RUNPOD_POD_ID="pod-abc", RUNPOD_API_KEY=KEY,
-                      PATH=f"{bin_dir}:{os.environ['PATH']}")
+                      LORAPOD_RUNPODCTL=str(tool))
     assert wd.wait() == 0
     assert record.read_text().strip() == "remove pod pod-abc key=set"
     assert "runpodctl exit 0" in wd.output() and status_of(tmp_path, wd)["methods"][-1] == "runpodctl"
