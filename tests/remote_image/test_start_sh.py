@@ -188,3 +188,14 @@ def test_the_credentials_are_saved_for_a_watchdog_started_over_ssh(private_dir, 
     [request] = runpod_api.of("rest-delete")
     assert (request.path, request.authorization) == ("/v2/pods/pod-saved", f"Bearer {KEY}")
     assert str(saved) in later.output() and KEY not in later.output()
+
+
+@needs_sshd
+@needs_root
+def test_a_credentials_file_it_cannot_write_does_not_stop_the_boot(private_dir, spawn):
+    _, public = client_key(private_dir)
+    env = start_env(private_dir, free_port(), SSH_PUBLIC_KEY=public, RUNPOD_POD_ID="pod-x", RUNPOD_API_KEY=KEY)
+    env["LORAPOD_WATCHDOG_DIR"] = "/proc/lorapod-cannot-write-here"
+    pod = spawn(["bash", START_SH], env, private_dir / "pod.log")
+    out = pod.wait_for_line("Server listening")
+    assert "could not save the pod id and key" in out and KEY not in out
