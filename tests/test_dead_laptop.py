@@ -22,8 +22,12 @@ GUARDED = (f"provider.heartbeat_timeout_s={HEARTBEAT_TIMEOUT_S}", "provider.hear
            "provider.watchdog_poll_s=0.2")
 # Where the copy lorapod starts over SSH finds the pod key: sshd as PID 1 (start.sh) has overwritten
 # /proc/1/environ, so only the file start.sh saved helps; a shell PID 1 keeps its environment.
-CREDENTIAL = {"lorapod": "/run/lorapod/credentials", "published": "/proc/1/environ"}
-PUBLISHED = ("image=unsloth", f"remote.python={PYTHON}")  # Unsloth's published image: no watchdog from boot
+CREDENTIAL = {"lorapod": "/run/lorapod/credentials", "runpod": "/proc/1/environ"}
+# Published images: nothing starts the watchdog from boot. RunPod's official image keeps a shell as PID 1 (its
+# variables readable in /proc/1/environ); of Unsloth's the emulator takes the harsher reading, sshd as PID 1.
+IMAGES = {"lorapod": (), "runpod": ("image=unsloth", "image.ref=docker.io/runpod/pytorch:1.0.2-cu1281-torch280-ubuntu2404",
+                                    f"remote.python={PYTHON}"),
+          "unsloth": ("image=unsloth", f"remote.python={PYTHON}")}
 
 
 @pytest.fixture
@@ -32,8 +36,7 @@ def workdir(tmp_path) -> Path:
 
 
 def args(emu, workdir: Path, image: str, *extra: str) -> list[str]:
-    published = PUBLISHED if image == "published" else ()
-    return [*canonical(emu, workdir, *GUARDED, *extra), *published]
+    return [*canonical(emu, workdir, *GUARDED, *extra), *IMAGES[image]]
 
 
 def state(run_dir: Path) -> dict:
@@ -74,8 +77,7 @@ WAYS = {"rest-delete": ("DELETE", "/v2/pods/{id}"), "rest-action": ("POST", "/v2
 
 
 @pytest.mark.parametrize("image, pod_key", [
-    ("lorapod", "rest"), ("lorapod", "action"), ("lorapod", "graphql"), ("published", "graphql"),
-    ("published", "action"),
+    ("lorapod", "rest"), ("lorapod", "action"), ("lorapod", "graphql"), ("runpod", "graphql"), ("runpod", "action"),
 ])
 def test_killed_mid_training(runpod_emulator, workdir, run_dir, image, pod_key):
     emu = runpod_emulator
@@ -89,7 +91,7 @@ def test_killed_mid_training(runpod_emulator, workdir, run_dir, image, pod_key):
     assert_the_pod_deleted_itself(emu, run_dir, MODES[pod_key])
 
 
-@pytest.mark.parametrize("image, pod_key", [("lorapod", "graphql"), ("published", "rest")])
+@pytest.mark.parametrize("image, pod_key", [("lorapod", "graphql"), ("runpod", "rest")])
 def test_killed_during_fetch(runpod_emulator, workdir, run_dir, image, pod_key):
     """The pod's connection hangs as fetch starts (lorapod waits on it); then the laptop dies."""
     emu = runpod_emulator
@@ -125,7 +127,7 @@ def test_killed_before_probe_a_published_image_has_no_guard_yet_and_reap_finds_i
     emu.ports_after_running_s = 600
     runs = tmp_path / "runs"
     run_dir = runs / "killed"
-    with Background(*args(emu, workdir, "published"), run_dir=run_dir, env=env_for(emu)) as bg:
+    with Background(*args(emu, workdir, "runpod"), run_dir=run_dir, env=env_for(emu)) as bg:
         wait_for(lambda: state(run_dir).get("pod"), 60, "the pod in state.json")
         bg.proc.kill()
     time.sleep(HEARTBEAT_TIMEOUT_S * 2)
@@ -135,13 +137,17 @@ def test_killed_before_probe_a_published_image_has_no_guard_yet_and_reap_finds_i
     assert emu.live_pods() == [] and (run_dir / "dataset" / "train.jsonl").is_file()
 
 
-def test_a_pod_key_that_may_do_nothing_is_reported_not_armed(runpod_emulator, workdir, run_dir):
+@pytest.mark.parametrize("image, pod_key, why", [
+    ("lorapod", "none", "403"),  # a pod key that may do nothing
+    ("unsloth", "graphql", "no key"),  # sshd as PID 1 and no file saved: no pod key to be found
+])
+def test_a_deadline_that_cannot_work_is_reported_not_armed(runpod_emulator, workdir, run_dir, image, pod_key, why):
     emu = runpod_emulator
-    emu.pod_key = "none"
-    run = run_lorapod(*args(emu, workdir, "lorapod", "train.max_steps=3"), run_dir=run_dir, env=env_for(emu))
+    emu.pod_key = pod_key
+    run = run_lorapod(*args(emu, workdir, image, "train.max_steps=3"), run_dir=run_dir, env=env_for(emu))
     assert run.proc.returncode == 0, run.output
     deadline = run.summary["deadline"]
-    assert deadline["armed"] is False and "403" in deadline["reason"]
+    assert deadline["armed"] is False and why in deadline["reason"], deadline
     assert "THE POD'S DEADLINE IS NOT ARMED" in run.output and "provider.watchdog_api_key_env" in run.output
     assert run.output.index("NOT ARMED") < run.output.index("training started")
     assert_nothing_billing_and_data_kept(emu, run)
@@ -159,12 +165,14 @@ def test_require_deadline_stops_before_training_when_not_armed(runpod_emulator, 
     assert_nothing_billing_and_data_kept(emu, run)
 
 
-def test_your_own_watchdog_key_arms_it_when_the_pod_key_may_do_nothing(runpod_emulator, workdir, run_dir):
+@pytest.mark.parametrize("image", ["lorapod", "unsloth"])
+def test_your_own_watchdog_key_arms_it_when_the_pod_key_cannot(runpod_emulator, workdir, run_dir, image):
+    """lorapod: a pod key that may do nothing. unsloth: no pod key to be found, only the pod id lorapod passes."""
     emu = runpod_emulator
     emu.pod_key = "none"
     mine = fake_key("watchdogonly")
     emu.add_key(mine, methods=("GET", "DELETE"))
-    with Background(*args(emu, workdir, "lorapod", "train.max_steps=100000", "train.logging_steps=20",
+    with Background(*args(emu, workdir, image, "train.max_steps=100000", "train.logging_steps=20",
                           "provider.watchdog_api_key_env=MY_WATCHDOG_KEY"),
                     run_dir=run_dir, env=env_for(emu, MY_WATCHDOG_KEY=mine)) as bg:
         bg.wait_for_training()
