@@ -147,7 +147,10 @@ SHA256:<base64 sha256 of the key blob, no padding>` (paramiko's key.fingerprint;
     emu.faults.read_errors(count=3, status=503, paths=None)                     # 5xx on the next GETs
     emu.faults.server_errors(count=1, status=502, methods=["DELETE"])           # 5xx on anything
         `paths` are the document's templates, e.g. ["/v2/pods/{id}"]; each returns its FaultRule (.remaining).
-        GraphQL gets a rule only when `paths` names "/graphql" (its answer: that status with `errors`)
+        A rule without `paths` is the whole API's, GraphQL included: an outage or an account's 429 does not
+        spare /graphql (sources silent: the harsher reading). GraphQL's answer: that status, the rule's
+        headers, a JSON `errors` body. Name paths (and methods) to aim a rule at the client's REST calls
+        only: a pod's watchdog may use GraphQL (a POST) and would take the rule's count otherwise.
     emu.faults.create_500_after_create = 1      # the next create makes the pod, then answers 500
     emu.faults.create_delay_s = 5.0             # creates make the pod, then answer 201 this much later
     emu.faults.insufficient_balance = True      # creates answer 402
