@@ -83,10 +83,10 @@ quiet for long. A pod with no public port (never_ready) is quiet after its backl
 
 At STARTING a pod's container starts (PodMachine): its own PID and mount namespaces, `unshare --pid --fork
 --mount-proc --kill-child`, under podinit.py, the shim, which runs outside it. The namespace's first process,
-container.sh, mounts a fresh private tmpfs on /run (so sshd's /run/sshd and lorapod's /run/lorapod are the
-pod's own) and binds empty files over this machine's ~/.bashrc, ~/.profile... (the image's dotfiles: sessions
-never run this machine's), then execs the image's entrypoint, which is then PID 1 of the pod, holding the
-container environment, and only it:
+container.sh, binds the pod's own folder pod.machine.run_dir (pod.folder/run, 0755 and root's at the first
+boot) over /run, so sshd's /run/sshd and lorapod's /run/lorapod are the pod's own, and binds empty files over
+this machine's ~/.bashrc, ~/.profile... (the image's dotfiles: sessions never run this machine's), then execs
+the image's entrypoint, which is then PID 1 of the pod, holding the container environment, and only it:
 
     the create's `env` (PUBLIC_KEY, SSH_PUBLIC_KEY, LORAPOD_*...), then RunPod's variables over it:
     RUNPOD_POD_ID, RUNPOD_API_KEY = the pod-scoped key, RUNPOD_PUBLIC_IP, RUNPOD_TCP_PORT_22, RUNPOD_GPU_COUNT,
@@ -120,7 +120,12 @@ reference (pod.image_kind; `emu.entrypoints[reference] = "lorapod" | "runpod"` f
 The pod is up when its sshd listens: its "Server listening" line, or a socket of the pod's listening on that
 port (/proc/net/tcp). A boot whose container or sshd dies ends at once, in sshd's and the image's words
 (podinit logs "podinit: start.sh exited with status N"; the stand-in "runpod-emulator: sshd exited with status
-N"): pod.machine.failed, and emu.errors. Host keys stay on the pod's disk across stop/start and restart.
+N"): pod.machine.failed, and emu.errors. Host keys stay on the pod's disk across stop/start and restart, and
+so does /run: Docker puts no tmpfs there, a container's /run is its writable layer, which a restart of the same
+container keeps (moby/moby#39342: a restart is a stop and a start; RunPod restarting a container that exited is
+one too). RunPod's storage page says the container disk is "Lost on stop/restart": the sources disagree, and
+stale files (a watchdog's lock, pid and status files in /run/lorapod, whose pid may now be another process of
+the new namespace) are the harsher case, so the emulator keeps them. lorapod may rely on neither.
 
 DELETE, terminate (REST or GraphQL) and stop kill the container: podinit SIGKILLs unshare and the namespace's
 PID 1, and the kernel kills every process in the namespace (sshd, sessions, detached jobs); podinit is a child

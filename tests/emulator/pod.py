@@ -418,6 +418,7 @@ class PodMachine:
         self.host_key = self.ssh_dir / "ssh_host_ed25519_key"  # both entrypoints name their keys so
         self.authorized_keys = self.ssh_dir / "authorized_keys"
         self.dotfiles = folder / "dotfiles"
+        self.run_dir = folder / "run"  # the pod's /run (container.sh binds it there): kept as its disk is
         self.log = log
         self.sshd_port: Optional[int] = None
         self.init: Optional[subprocess.Popen] = None  # podinit, the shim
@@ -524,12 +525,15 @@ class PodMachine:
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.ssh_dir.mkdir(mode=0o700, exist_ok=True)  # the pod's disk: kept across stop/start and restart
         self.dotfiles.mkdir(mode=0o700, exist_ok=True)
+        if not self.run_dir.exists():  # as an image's /run: root's, 0755 (sshd wants /run/sshd under no
+            self.run_dir.mkdir()       # group- or world-writable folder); then whatever the pod made of it
+            os.chmod(self.run_dir, 0o755)
 
     def _spawn(self, env: dict[str, str], generation: int) -> bool:
         # unshare's child is PID 1 of new PID and mount namespaces (--mount-proc: `ps` and /proc/1 inside are
         # the pod's); container.sh gives it its own /run and dotfiles, then execs the entrypoint.
         argv = [shutil.which("unshare") or "unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
-                "sh", str(CONTAINER_SH), pwd.getpwuid(os.getuid()).pw_dir, str(self.dotfiles),
+                "sh", str(CONTAINER_SH), pwd.getpwuid(os.getuid()).pw_dir, str(self.dotfiles), str(self.run_dir),
                 "bash", str(self.entrypoint)]
         spec = json.dumps({"name": self.entrypoint.name, "argv": argv})
         with self._lock:

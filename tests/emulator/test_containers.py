@@ -1,5 +1,6 @@
 """A pod is a container: its own PID namespace whose PID 1 is the image's entrypoint holding the container's
-variables, SSH sessions with a fresh environment, its own /run. Checked from inside, over SSH, for both images."""
+variables, SSH sessions with a fresh environment, its own /run, kept across a restart. Checked from inside, over
+SSH, for both images."""
 from __future__ import annotations
 
 import os
@@ -75,20 +76,36 @@ def test_the_containers_variables_are_pid_1s_and_sessions_start_fresh(runpod_emu
 
 
 @needs_root
-def test_pods_do_not_share_run_nor_this_machines(runpod_emulator, client_key):
+@pytest.mark.parametrize("image", [RUNPOD_IMAGE, LORAPOD_IMAGE])
+def test_run_is_the_pods_own_and_survives_a_restart(runpod_emulator, client_key, image):
+    # Docker puts no tmpfs on /run: it is the container's writable layer, which a restart keeps (container.sh).
     emu = runpod_emulator
     pkey, public = client_key
-    first, second = (emu.wait_ready(create(emu, public, image=image)["id"])
-                     for image in (RUNPOD_IMAGE, LORAPOD_IMAGE))
+    pod, other = (emu.wait_ready(create(emu, public, image=each)["id"]) for each in (image, RUNPOD_IMAGE))
     name = f"/run/lorapod-test-{secrets.token_hex(4)}"
-    one, two = ssh(emu, first.id, pkey), ssh(emu, second.id, pkey)
+    one, two = ssh(emu, pod.id, pkey), ssh(emu, other.id, pkey)
     run(one, f"echo mine > {name} && test -d /run/sshd")
     assert run(one, f"cat {name}").strip() == "mine"
-    assert run(two, f"test -e {name} || echo absent").strip() == "absent"
+    assert run(two, f"test -e {name} || echo absent").strip() == "absent"  # pods do not share it
     assert not Path(name).exists()  # nor does it land in this machine's /run
-    assert "lorapod-pod-run" in run(two, "grep ' /run ' /proc/mounts")  # a tmpfs of its own
+    assert (pod.machine.run_dir / Path(name).name).read_text() == "mine\n"  # the pod's own folder
+    modes = {}
+    for line in run(one, "stat -c '%n %a %U' /run /run/sshd").splitlines():
+        path, mode, owner = line.split()
+        modes[path] = (int(mode, 8), owner)
+    assert modes["/run"] == (0o755, "root")  # as an image's /run
+    assert modes["/run/sshd"][1] == "root" and not modes["/run/sshd"][0] & 0o022  # what sshd demands of it
     for client in (one, two):
         client.close()
+    before = set(pod.machine.processes())
+
     with api(emu) as client_api:
-        for pod in (first, second):
-            assert client_api.delete(f"/pods/{pod.id}").status_code == 204
+        restarted = client_api.post(f"/pods/{pod.id}/action", json={"action": "restart"})
+        assert restarted.status_code == 200, restarted.text
+        pod = emu.wait_ready(pod.id)  # it comes back up: sshd took the stale /run/sshd as it found it
+        again = ssh(emu, pod.id, pkey)
+        assert run(again, f"cat {name}").strip() == "mine"  # still there after the restart
+        assert not before & set(pod.machine.processes())  # a new container all the same
+        again.close()
+        for each in (pod, other):
+            assert client_api.delete(f"/pods/{each.id}").status_code == 204
