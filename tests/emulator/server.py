@@ -345,7 +345,8 @@ class RunPodEmulator:
         self.ports_after_running_s = ports_after_running_s
         self.validate = validate
         self.pod_key = pod_key  # what a pod's own key may do: keys.py (read at each request)
-        # image reference -> "lorapod" | "runpod": forces the entrypoint that stands for it (read at each create)
+        # image reference -> "lorapod" | "runpod" | "sshd-pid1": forces the entrypoint that stands for it (read at
+        # each create)
         self.entrypoints: dict[str, str] = dict(entrypoints or {})
         self.catalog = catalog if catalog is not None else default_catalog()
         self.scanner_interval_s = scanner_interval_s  # read at each create: ready pods' sshd logs a scanner
