@@ -83,10 +83,10 @@ quiet for long. A pod with no public port (never_ready) is quiet after its backl
 
 At STARTING a pod's container starts (PodMachine): its own PID and mount namespaces, `unshare --pid --fork
 --mount-proc --kill-child`, under podinit.py, the shim, which runs outside it. The namespace's first process,
-container.sh, mounts a fresh private tmpfs on /run (so sshd's /run/sshd and lorapod's /run/lorapod are the
-pod's own) and binds empty files over this machine's ~/.bashrc, ~/.profile... (the image's dotfiles: sessions
-never run this machine's), then execs the image's entrypoint, which is then PID 1 of the pod, holding the
-container environment, and only it:
+container.sh, binds the pod's own folder pod.machine.run_dir (pod.folder/run, 0755 and root's at the first
+boot) over /run, so sshd's /run/sshd and lorapod's /run/lorapod are the pod's own, and binds empty files over
+this machine's ~/.bashrc, ~/.profile... (the image's dotfiles: sessions never run this machine's), then execs
+the image's entrypoint, which is then PID 1 of the pod, holding the container environment, and only it:
 
     the create's `env` (PUBLIC_KEY, SSH_PUBLIC_KEY, LORAPOD_*...), then RunPod's variables over it:
     RUNPOD_POD_ID, RUNPOD_API_KEY = the pod-scoped key, RUNPOD_PUBLIC_IP, RUNPOD_TCP_PORT_22, RUNPOD_GPU_COUNT,
@@ -99,7 +99,8 @@ PID 1. The rest of the filesystem is this machine's: pod files live in pod.folde
 $HOME: sshd's StrictModes refuses /tmp), and a test may read what a pod wrote.
 
 FAKE: a Docker engine cannot run here, so an image is a known entrypoint (pod.IMAGES), chosen by its
-reference (pod.image_kind; `emu.entrypoints[reference] = "lorapod" | "runpod"` forces one, read at each create):
+reference (pod.image_kind; `emu.entrypoints[reference] = "lorapod" | "runpod" | "sshd-pid1"` forces one, read
+at each create):
 
     "lorapod"  a reference naming lorapod (docker.io/lorapod/trainer:TAG, docker.io/you/lorapod-trainer@sha256:..):
                remote_image/start.sh itself, given the image installation's LORAPOD_SSH_DIR (pod.folder/ssh),
@@ -108,19 +109,34 @@ reference (pod.image_kind; `emu.entrypoints[reference] = "lorapod" | "runpod"` f
                LORAPOD_MAX_RUNTIME_S or LORAPOD_HEARTBEAT_FILE, and execs sshd: sshd's process title then
                overwrites what /proc/1/environ shows, as on RunPod. Without a public key it refuses to start
                sshd and exits (unless its watchdog runs): the boot fails, in emu.errors.
-    "runpod"   anything else (runpod/pytorch:..., unsloth/unsloth:...): images/runpod_start.sh, a stand-in for
-               RunPod's official start script (its header cites what it copies and leaves out). PID 1 is bash
-               and stays (`sleep infinity`), so /proc/1/environ keeps the variables. With PUBLIC_KEY or
-               SSH_PUBLIC_KEY it appends them to authorized_keys, makes host keys and starts sshd; without, no
-               sshd at all (the port is published, connections are reset). It logs no host key.
+    "runpod"   a reference in RunPod's own repositories (runpod/pytorch:..., docker.io/runpod/base:..., any tag
+               or digest): images/runpod_start.sh, a stand-in for RunPod's official start script (its header
+               cites what it copies and leaves out). PID 1 is bash and stays (`sleep infinity`), so
+               /proc/1/environ keeps the variables (runpod.md says so of RunPod's official images). With
+               PUBLIC_KEY or SSH_PUBLIC_KEY it appends them to authorized_keys, makes host keys and starts sshd;
+               without, no sshd at all (the port is published, connections are reset). It logs no host key.
+    "sshd-pid1" anything else (docker.io/unsloth/unsloth:..., x/y:z, ghcr.io/runpod/..): nothing here documents
+               its entrypoint, so the harsher reading, sshd as PID 1: the same script with --exec-sshd, which
+               execs `sshd -D -e` at the end, so /proc/1/environ shows only sshd's process title (as OpenSSH
+               does: runpod.md). Its key is the first of SSH_KEY, PUBLIC_KEY, SSH_PUBLIC_KEY that is set, and
+               only it (runpod.md: "Unsloth's image reads SSH_KEY, then PUBLIC_KEY", read as a fallback); sshd
+               starts with or without one. None of RunPod's lines, no host key named; sshd's death is PID 1's
+               (podinit logs "podinit: runpod_start.sh exited with status N").
 
     client --> 127.0.0.1:<tcp public port>  TcpProxy (pod.proxy.port == ssh.direct.port)
            --> 127.0.0.1:<pod.machine.sshd_port>  the pod's sshd (-D -e), key login only
 
 The pod is up when its sshd listens: its "Server listening" line, or a socket of the pod's listening on that
-port (/proc/net/tcp). A boot whose container or sshd dies ends at once, in sshd's and the image's words
-(podinit logs "podinit: start.sh exited with status N"; the stand-in "runpod-emulator: sshd exited with status
-N"): pod.machine.failed, and emu.errors. Host keys stay on the pod's disk across stop/start and restart.
+port (/proc/net/tcp); a "runpod" pod without a key, once the stand-in says "Pod is ready to use". A boot whose
+container or sshd dies ends at once, in sshd's and the image's words (podinit logs "podinit: start.sh exited
+with status N"; the stand-in "runpod-emulator: sshd exited with status N"): pod.machine.failed, and emu.errors.
+
+Host keys stay on the pod's disk across stop/start and restart, and so does /run: Docker puts no tmpfs there,
+a container's /run is its writable layer, which a restart of the same container keeps (moby/moby#39342: a
+restart is a stop and a start; RunPod restarting a container that exited is one too). RunPod's storage page
+(docs.runpod.io/pods/storage) says the container disk is "Lost on stop/restart": the sources disagree, and
+stale files (a watchdog's lock, pid and status files in /run/lorapod, whose pid may now be another process of
+the new namespace) are the harsher case, so the emulator keeps them. lorapod may rely on neither.
 
 DELETE, terminate (REST or GraphQL) and stop kill the container: podinit SIGKILLs unshare and the namespace's
 PID 1, and the kernel kills every process in the namespace (sshd, sessions, detached jobs); podinit is a child
@@ -147,7 +163,10 @@ SHA256:<base64 sha256 of the key blob, no padding>` (paramiko's key.fingerprint;
     emu.faults.read_errors(count=3, status=503, paths=None)                     # 5xx on the next GETs
     emu.faults.server_errors(count=1, status=502, methods=["DELETE"])           # 5xx on anything
         `paths` are the document's templates, e.g. ["/v2/pods/{id}"]; each returns its FaultRule (.remaining).
-        GraphQL gets a rule only when `paths` names "/graphql" (its answer: that status with `errors`)
+        A rule without `paths` is the whole API's, GraphQL included: an outage or an account's 429 does not
+        spare /graphql (sources silent: the harsher reading). GraphQL's answer: that status, the rule's
+        headers, a JSON `errors` body. Name paths (and methods) to aim a rule at the client's REST calls
+        only: a pod's watchdog may use GraphQL (a POST) and would take the rule's count otherwise.
     emu.faults.create_500_after_create = 1      # the next create makes the pod, then answers 500
     emu.faults.create_delay_s = 5.0             # creates make the pod, then answer 201 this much later
     emu.faults.insufficient_balance = True      # creates answer 402
@@ -210,6 +229,8 @@ the shape the document describes. Pod ids are random; nothing here measures time
   report (keys.py). GraphQL on a pod that is gone: `pod` is null; `podTerminate` answers errors (sources silent:
   the harsher reading, not a quiet success). GraphQL's desiredStatus: RUNNING while the pod bills, EXITED once
   stopped.
+- Images other than RunPod's and lorapod's: runpod.md documents PID 1 holding the variables for RunPod's official
+  images only, so any other image gets sshd as PID 1 ("sshd-pid1": the variables are out of a session's reach).
 - RunPod's official images print host key fingerprints (ssh-keygen -lf) and write the container's variables to
   /etc/rp_environment, sourced from ~/.bashrc (runpod/containers container-template/start.sh); the stand-in
   does neither (the harsher reading: no pinning from their log, no variables in sessions).

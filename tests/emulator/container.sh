@@ -3,11 +3,17 @@
 # `unshare --pid --fork --mount-proc --kill-child`): it gives the pod what a container has of its own, then
 # becomes the image's entrypoint, which is thereby PID 1 of the pod with the container environment.
 #
-#   sh container.sh <the machine's home> <the pod's dotfiles folder> <entrypoint> [args...]
+#   sh container.sh <the machine's home> <the pod's dotfiles folder> <the pod's /run folder> <entrypoint> [args...]
 #
-# - /run: a fresh private tmpfs, as a container's /run is its own. sshd's privilege separation folder
-#   (/run/sshd) and lorapod's /run/lorapod live there, so pods never share them, and they vanish with the pod.
-#   /run/lock as Debian and Ubuntu images have it.
+# - /run: the pod's own folder (PodMachine makes it, 0755 and root's, at the pod's first boot), bound over
+#   /run. Docker puts no tmpfs on /run (only what --tmpfs or --mount type=tmpfs asks for): a container's /run
+#   is part of its writable layer, which a restart of the same container keeps (`docker restart` is a stop
+#   and a start of that container, moby/moby#39342; so is RunPod restarting a container that exited). So
+#   what a pod left in /run (sshd's /run/sshd and sshd.pid, a watchdog's lock, pid and status files in
+#   /run/lorapod) is still there when it boots again: stale files to be reckoned with. RunPod's storage page
+#   (docs.runpod.io/pods/storage) says the container disk is "Lost on stop/restart"; where the sources
+#   disagree, the harsher reading: kept across restart and stop/start. Pods never share it; the machine's
+#   own /run is not seen. /run/lock as Debian and Ubuntu images have it.
 # - The machine's dotfiles (~/.bashrc, ~/.profile...): covered by the pod's own empty files, the image's, so
 #   that SSH sessions (root, HOME=/root) never run this machine's ~/.bashrc (its `pyenv init` rehash, killed
 #   with the pod, leaves a lock behind) nor write this machine's dotfiles.
@@ -16,9 +22,10 @@
 set -eu
 home=$1
 dotfiles=$2
-shift 2
-mount -t tmpfs -o mode=0755,nosuid,nodev lorapod-pod-run /run
-mkdir -m 1777 /run/lock
+run=$3
+shift 3
+mount --bind "$run" /run
+mkdir -p -m 1777 /run/lock
 for name in .bashrc .profile .bash_profile .bash_login .bash_logout; do
     if [ -f "$home/$name" ]; then
         [ -e "$dotfiles/$name" ] || : >"$dotfiles/$name"  # kept across restarts, as a container's files are

@@ -37,9 +37,13 @@ INF = float("inf")
 IMAGES = {
     # lorapod's own image (remote_image/Dockerfile, CMD start.sh): start.sh itself, which execs sshd.
     "lorapod": REPO / "remote_image" / "start.sh",
-    # RunPod's official images and any other: a stand-in for their /start.sh (see the script's header).
+    # RunPod's official images: a stand-in for their /start.sh, bash that stays PID 1 (see the script's header).
     "runpod": HERE / "images" / "runpod_start.sh",
+    # Any other image (unsloth/unsloth...): nothing here documents its entrypoint, so the harsher reading,
+    # sshd as PID 1 (the same script, with ENTRYPOINT_ARGS: it execs sshd at the end).
+    "sshd-pid1": HERE / "images" / "runpod_start.sh",
 }
+ENTRYPOINT_ARGS = {"sshd-pid1": ("--exec-sshd",)}  # arguments, not variables: PID 1's environment is the container's
 CONTAINER_SH = HERE / "container.sh"  # the namespace's first process: the pod's own /run and dotfiles
 # RunPod's start script's last line before `sleep infinity` (runpod/containers container-template/start.sh):
 # a pod without a public key starts no sshd, and is up once this is said.
@@ -62,13 +66,22 @@ def container_preflight() -> None:
                            f"{_PREFLIGHT[0]}")
 
 
+# Where RunPod's official images live: its Docker Hub namespace (runpod.md: runpod/pytorch), named short or
+# with Docker Hub's registry host.
+RUNPOD_REPOSITORIES = ("runpod/", "docker.io/runpod/", "index.docker.io/runpod/", "registry-1.docker.io/runpod/")
+
+
 def image_kind(image: str, overrides: Optional[dict] = None) -> str:
     """Which entrypoint stands for the image `image`: overrides[image] when given; "lorapod" for a reference
     that names lorapod (docker.io/lorapod/trainer:TAG, docker.io/you/lorapod-trainer@sha256:...); "runpod"
-    for anything else (runpod/pytorch:..., unsloth/unsloth:...)."""
+    for one in RunPod's own repositories (runpod/pytorch:..., docker.io/runpod/base:..., any tag or digest);
+    "sshd-pid1" for anything else (docker.io/unsloth/unsloth:..., ghcr.io/runpod/x: not RunPod's Hub)."""
     if overrides and image in overrides:
         return overrides[image]
-    return "lorapod" if "lorapod" in (image or "").lower() else "runpod"
+    reference = (image or "").strip().lower()
+    if "lorapod" in reference:
+        return "lorapod"
+    return "runpod" if reference.startswith(RUNPOD_REPOSITORIES) else "sshd-pid1"
 
 # What RunPod answers while a container that needs a newer driver than the host's never starts.
 NEVER_READY_LINES = (
@@ -415,9 +428,10 @@ class PodMachine:
         self.folder = folder
         self.kind = kind
         self.ssh_dir = folder / "ssh"
-        self.host_key = self.ssh_dir / "ssh_host_ed25519_key"  # both entrypoints name their keys so
+        self.host_key = self.ssh_dir / "ssh_host_ed25519_key"  # every entrypoint names its keys so
         self.authorized_keys = self.ssh_dir / "authorized_keys"
         self.dotfiles = folder / "dotfiles"
+        self.run_dir = folder / "run"  # the pod's /run (container.sh binds it there): kept as its disk is
         self.log = log
         self.sshd_port: Optional[int] = None
         self.init: Optional[subprocess.Popen] = None  # podinit, the shim
@@ -431,6 +445,10 @@ class PodMachine:
         return IMAGES[self.kind]
 
     @property
+    def entrypoint_args(self) -> tuple[str, ...]:
+        return ENTRYPOINT_ARGS.get(self.kind, ())
+
+    @property
     def up(self) -> bool:
         return self.sshd_port is not None and self.init is not None and self.init.poll() is None
 
@@ -440,7 +458,7 @@ class PodMachine:
     def image_env(self, port: int) -> dict[str, str]:
         """What "the image's installation" sets for its entrypoint: where its sshd keeps its files and listens.
         lorapod's start.sh reads these (documented at its top) so it can run against this machine's sshd;
-        the stand-in reads its own, emulator-only ones."""
+        the stand-in script (runpod, sshd-pid1) reads its own, emulator-only ones."""
         if self.kind == "lorapod":
             return {"LORAPOD_SSH_DIR": str(self.ssh_dir), "LORAPOD_SSH_LISTEN": "127.0.0.1",
                     "LORAPOD_SSH_PORT": str(port), "LORAPOD_AUTHORIZED_KEYS": str(self.authorized_keys),
@@ -453,8 +471,10 @@ class PodMachine:
         (self.failed says why; the container log has the image's and sshd's own words)."""
         with self._lock:
             generation = self._generation
+        # RunPod's start script starts no sshd without a key; lorapod's start.sh and an sshd-pid1 image
+        # always try (start.sh fails the boot without one, unless its watchdog runs).
         keys = any(container_env.get(var, "").strip() for var in ("PUBLIC_KEY", "SSH_PUBLIC_KEY"))
-        expect_sshd = self.kind == "lorapod" or keys
+        expect_sshd = self.kind != "runpod" or keys
         try:
             self._prepare()
             for _ in range(3):  # a port taken between free_port() and sshd's bind: try another
@@ -524,13 +544,16 @@ class PodMachine:
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.ssh_dir.mkdir(mode=0o700, exist_ok=True)  # the pod's disk: kept across stop/start and restart
         self.dotfiles.mkdir(mode=0o700, exist_ok=True)
+        if not self.run_dir.exists():  # as an image's /run: root's, 0755 (sshd wants /run/sshd under no
+            self.run_dir.mkdir()       # group- or world-writable folder); then whatever the pod made of it
+            os.chmod(self.run_dir, 0o755)
 
     def _spawn(self, env: dict[str, str], generation: int) -> bool:
         # unshare's child is PID 1 of new PID and mount namespaces (--mount-proc: `ps` and /proc/1 inside are
         # the pod's); container.sh gives it its own /run and dotfiles, then execs the entrypoint.
         argv = [shutil.which("unshare") or "unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
-                "sh", str(CONTAINER_SH), pwd.getpwuid(os.getuid()).pw_dir, str(self.dotfiles),
-                "bash", str(self.entrypoint)]
+                "sh", str(CONTAINER_SH), pwd.getpwuid(os.getuid()).pw_dir, str(self.dotfiles), str(self.run_dir),
+                "bash", str(self.entrypoint), *self.entrypoint_args]
         spec = json.dumps({"name": self.entrypoint.name, "argv": argv})
         with self._lock:
             if generation != self._generation:

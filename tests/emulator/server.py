@@ -128,10 +128,12 @@ class FaultRule:
     window: str = "minute"  # the rate-limit window a 429 is for: minute, hour or day
 
     def matches(self, method: str, template: str) -> bool:
-        # GraphQL is off the REST document: only a rule that names GRAPHQL_PATH in `paths` reaches it.
-        paths = self.paths if self.paths is not None or template != GRAPHQL_PATH else frozenset()
+        # A rule without `paths` is the whole API's: GraphQL (POST /graphql) too. An outage or an account's
+        # 429 does not spare the legacy endpoint beside /v2 (sources are silent: the harsher reading; a
+        # GraphQL route that stays healthy while REST is down would be kinder than RunPod). A rule that names
+        # paths reaches GraphQL only when they include GRAPHQL_PATH.
         return (self.remaining > 0 and (self.methods is None or method in self.methods)
-                and (paths is None or template in paths))
+                and (self.paths is None or template in self.paths))
 
     def headers(self) -> dict[str, str]:
         """A 429's Retry-After and the document's RateLimit headers for its window; none for a 5xx."""
@@ -163,7 +165,8 @@ class Faults:
                            2 s by default: the sources are silent, so the harsher reading)
     create_garbled         the next N creates make the pod, then answer 201 with an HTML page instead of the Pod
                            (issue 9 names "a non-JSON 201" as a lost answer; off the document on purpose)
-    rules                  FaultRule list, filled by rate_limit(), read_errors() and server_errors()
+    rules                  FaultRule list, filled by rate_limit(), read_errors() and server_errors(); a rule
+                           without `paths` hits every path, POST /graphql included (FaultRule.matches)
     """
 
     capacity: set = field(default_factory=set)
@@ -211,8 +214,9 @@ class Faults:
     def rate_limit(self, count: int, retry_after_s: int = 1, methods: Optional[Iterable[str]] = None,
                    paths: Optional[Iterable[str]] = None, window: str = "minute") -> FaultRule:
         """429 with `Retry-After: retry_after_s` for the next `count` matching requests. `paths` are the
-        document's path templates, e.g. "/v2/pods/{id}". `window` is the quota exceeded: minute, hour or day
-        (the document's RateLimit header lists those three; a day window's Retry-After can be hours)."""
+        document's path templates, e.g. "/v2/pods/{id}", or GRAPHQL_PATH; None: every path, GraphQL too.
+        `window` is the quota exceeded: minute, hour or day (the document's RateLimit header lists those
+        three; a day window's Retry-After can be hours)."""
         if window not in RATE_WINDOWS:
             raise ValueError(f"a rate-limit window is one of {', '.join(RATE_WINDOWS)}, not {window!r}")
         return self._add(FaultRule(429, count, _set(methods), _set(paths), int(retry_after_s),
@@ -341,7 +345,8 @@ class RunPodEmulator:
         self.ports_after_running_s = ports_after_running_s
         self.validate = validate
         self.pod_key = pod_key  # what a pod's own key may do: keys.py (read at each request)
-        # image reference -> "lorapod" | "runpod": forces the entrypoint that stands for it (read at each create)
+        # image reference -> "lorapod" | "runpod" | "sshd-pid1": forces the entrypoint that stands for it (read at
+        # each create)
         self.entrypoints: dict[str, str] = dict(entrypoints or {})
         self.catalog = catalog if catalog is not None else default_catalog()
         self.scanner_interval_s = scanner_interval_s  # read at each create: ready pods' sshd logs a scanner

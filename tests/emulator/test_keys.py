@@ -146,10 +146,19 @@ def test_graphql_takes_the_key_as_a_parameter_or_a_bearer_and_answers_in_its_own
     assert malformed.status_code == 200 and malformed.json()["errors"]
     assert httpx.get(emu.graphql_url, params={"api_key": emu.api_key}).status_code == 405
 
-    emu.faults.rate_limit(count=1)  # REST faults leave GraphQL alone...
-    emu.faults.server_errors(count=1, status=502, paths=["/graphql"])  # ...unless they name it
-    assert graphql(emu, POD % pod_id).status_code == 502
+    # A rule aimed at REST paths leaves GraphQL alone; one without paths is the whole API's, GraphQL too
+    # (an outage or an account's 429 does not spare /graphql); one may also name "/graphql".
+    rest_only = emu.faults.server_errors(count=1, status=503, paths=["/v2/pods/{id}"])
+    emu.faults.rate_limit(count=1, retry_after_s=7, window="hour")
+    emu.faults.server_errors(count=1, status=502, paths=["/graphql"])
+    limited = graphql(emu, POD % pod_id)
+    assert limited.status_code == 429 and limited.headers["Retry-After"] == "7"
+    assert '"hour"' in limited.headers["RateLimit"] and limited.json()["errors"][0]["message"]
+    failed = graphql(emu, POD % pod_id)
+    assert failed.status_code == 502 and failed.headers["content-type"] == "application/json"
+    assert failed.json()["errors"][0]["message"]
     assert graphql(emu, POD % pod_id).json()["data"]["pod"]["desiredStatus"] == "RUNNING"
+    assert rest_only.remaining == 1  # never reached GraphQL
     answer = graphql(emu, TERMINATE_WITH_VARIABLES, variables={"input": {"podId": pod_id}}, how="param")
     assert answer.json() == {"data": {"podTerminate": None}} and emu.live_pods() == []
 

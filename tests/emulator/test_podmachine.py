@@ -26,6 +26,7 @@ def machine_folder():
 @pytest.mark.parametrize("kind, ending", [
     ("lorapod", "the container exited"),  # start.sh execs sshd: sshd's death is PID 1's
     ("runpod", "sshd exited"),  # RunPod's start script runs on without it; the stand-in says so
+    ("sshd-pid1", "the container exited"),  # an image nothing documents: its sshd is PID 1
 ])
 def test_an_sshd_that_dies_after_its_config_check_ends_the_boot_with_its_message(machine_folder, monkeypatch,
                                                                                 kind, ending):
@@ -44,10 +45,11 @@ def test_an_sshd_that_dies_after_its_config_check_ends_the_boot_with_its_message
         assert not machine.up
         assert machine.failed == f"sshd did not start ({ending}): see the container log", machine.failed
         assert "Missing privilege separation directory" in log.text()
-        if kind == "lorapod":
-            assert "podinit: start.sh exited with status 255" in log.text()
-        else:
+        if kind == "runpod":
             assert "runpod-emulator: sshd exited with status 255" in log.text()
+        else:
+            assert f"podinit: {machine.entrypoint.name} exited with status 255" in log.text()
+            assert "runpod-emulator:" not in log.text()
     finally:
         machine.kill()
     assert machine.processes() == []

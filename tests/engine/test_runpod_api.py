@@ -9,6 +9,7 @@ import pytest
 from engine.errors import ProviderError
 from engine.providers.runpod_api import ApiError, RunPodApi
 from tests.conftest import wait_for
+from tests.emulator.helpers import RUNPOD_IMAGE
 from tests.emulator.pod import WAIT_S
 
 RTX4090 = "NVIDIA GeForce RTX 4090"
@@ -16,7 +17,7 @@ CAP_S = 60.0  # the issue: never wait longer than this at a time, whatever Retry
 
 
 def create(api: RunPodApi, name: str = "lorapod-api-test") -> str:
-    body = {"name": name, "image": "x/y:z", "gpu": {"id": RTX4090, "count": 1}, "ports": ["22/tcp"]}
+    body = {"name": name, "image": RUNPOD_IMAGE, "gpu": {"id": RTX4090, "count": 1}, "ports": ["22/tcp"]}
     return api.create_pod(body)["id"]
 
 
@@ -55,7 +56,7 @@ def test_logs_of_a_chatty_pod_return_the_backlog_and_hang_up(runpod_emulator, ap
     ready = log.last_seq()
     wait_for(lambda: log.last_seq() > ready + 1, WAIT_S, "live lines after the backlog")
     lines = returns(lambda: api.logs(pod_id))
-    assert "Pod Started" in lines  # the backlog: the first line of RunPod's start script (image x/y:z)
+    assert "Pod Started" in lines  # the backlog: the first line of RunPod's start script (its official image)
 
 
 def test_logs_of_a_quiet_pod_end_at_the_idle_deadline_not_in_an_exception(runpod_emulator, api):
