@@ -36,6 +36,11 @@ SECRET_LOOKING = re.compile(r"(^|_)(API_?KEYS?|KEYS?|TOKENS?|SECRETS?|PASSWORDS?
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+def looks_secret(name: str) -> bool:
+    """Whether remote.env may not carry a variable of this name: a token, a key we redact, or a secret's name."""
+    return name in TOKEN_VARS or is_secret_name(name) or bool(SECRET_LOOKING.search(name))
+
+
 def training_env(ctx: RunContext) -> dict[str, str]:
     """Name -> value for the training process, in export order; PATH is handled by launch_exports."""
     env: dict[str, str] = {}
@@ -76,7 +81,7 @@ def check_config(cfg) -> list[tuple[str, str]]:
         key = f"remote.env.{name}"
         if not _NAME.fullmatch(str(name)):
             problems.append((key, "is not a valid environment variable name"))
-        elif name in TOKEN_VARS or is_secret_name(name) or SECRET_LOOKING.search(str(name)):
+        elif looks_secret(str(name)):
             problems.append((key, "looks like a secret: remote.env lands in the run's config (.hydra/) and on the "
                                   "command line that starts training, which `ps` shows on the pod. Keep secrets in "
                                   "your environment (export it) or in .env; lorapod forwards only HF_TOKEN to the "
