@@ -53,8 +53,8 @@ def check_max_bytes(what: str, size: int, max_bytes: int | None) -> None:
 
 
 def symlink_refused(path: str, remote: str) -> TransportError:
-    what = f"{remote} is a symlink on the pod" if path == remote else f"{path} (above {remote}) is a symlink on the pod"
-    return TransportError(f"{what}: not fetched",
+    what = remote if path == remote else f"{path} (above {remote})"
+    return TransportError(f"{what} is a symlink on the pod: not fetched",
                           "a link would bring home what it points at, not what training wrote")
 
 
