@@ -28,7 +28,17 @@ TOKEN_PATH_VAR = "HF_TOKEN_PATH"  # huggingface_hub reads the token from this fi
 MANAGED = (*CACHE_VARS, *ALWAYS, TOKEN_PATH_VAR, "PATH")
 # Variables that would carry a token into the config (and the .hydra folder) if remote.env could set them.
 TOKEN_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+# Names that look like a secret's (WANDB_API_KEY, GITHUB_TOKEN, AWS_SECRET_ACCESS_KEY, DB_PASSWORD): a word of the
+# name, in any letter case, so TOKENIZERS_PARALLELISM and MONKEY_PATCH pass. remote.env values are in the run's
+# config (.hydra/) and on the command line that starts training, which `ps` shows to anyone on the pod.
+SECRET_LOOKING = re.compile(r"(^|_)(API_?KEYS?|KEYS?|TOKENS?|SECRETS?|PASSWORDS?|PASSWD|PASS|CREDENTIALS?)(_|$)",
+                            re.IGNORECASE)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def looks_secret(name: str) -> bool:
+    """Whether remote.env may not carry a variable of this name: a token, a key we redact, or a secret's name."""
+    return name in TOKEN_VARS or is_secret_name(name) or bool(SECRET_LOOKING.search(name))
 
 
 def training_env(ctx: RunContext) -> dict[str, str]:
@@ -71,9 +81,12 @@ def check_config(cfg) -> list[tuple[str, str]]:
         key = f"remote.env.{name}"
         if not _NAME.fullmatch(str(name)):
             problems.append((key, "is not a valid environment variable name"))
-        elif name in TOKEN_VARS or is_secret_name(name):
-            problems.append((key, "would write a secret into the run's config: export it (or put it in .env) "
-                                  "instead; HF_TOKEN reaches the pod in a private file"))
+        elif looks_secret(str(name)):
+            problems.append((key, "looks like a secret: remote.env lands in the run's config (.hydra/) and on the "
+                                  "command line that starts training, which `ps` shows on the pod. Keep secrets in "
+                                  "your environment (export it) or in .env; lorapod forwards only HF_TOKEN to the "
+                                  "pod, through a private file, and no other variable. A value typed on the command "
+                                  "line is in this run's .hydra/ folder already: delete it there"))
         elif name in MANAGED:
             problems.append((key, "is set by lorapod itself (the caches follow remote.cache_dir; PATH starts with the "
                                   "interpreter's folder)"))

@@ -2,10 +2,14 @@
 
 Gated models (Llama) need HF_TOKEN where training runs. An environment variable or an argument would be
 readable in /proc and `ps`, and the pod's env in RunPod's console; so the upload stage writes the token into
-`<remote dir>/secrets/hf_token` (folder 700 made before the file exists, file 600, written over the
-connection from memory) and the launch hands training only its path, HF_TOKEN_PATH, which huggingface_hub
-reads. The file goes first thing at fetch, and otherwise when the run ends (before the pod is deleted): a
-network volume, or a machine of your own, outlives the run.
+`<secrets dir>/hf_token` (folder 700 made fresh before the file exists, file 600, written over the connection
+from memory) and the launch hands training only its path, HF_TOKEN_PATH, which huggingface_hub reads.
+
+The secrets dir is the provider's `secrets_dir` when it names one, else `<remote dir>/secrets`. On RunPod it is
+/run/lorapod/secrets, on the container's own disk: the workdir is where a network volume is mounted, and a
+volume outlives the pod, also when lorapod dies and the pod's watchdog deletes the pod with nobody left to
+delete the file. The file goes first thing at fetch, and otherwise when the run ends (before the pod is
+deleted): a network volume, or a machine of your own, outlives the run.
 """
 from __future__ import annotations
 
@@ -24,7 +28,8 @@ REMOVE_TIMEOUT_S = 15.0  # a dead connection must not hold up deleting the pod f
 
 
 def secrets_dir(ctx: RunContext) -> str:
-    return posixpath.join(ctx.remote_dir, "secrets")
+    """The token's private folder on the pod: the provider's `secrets_dir`, else `<remote dir>/secrets`."""
+    return getattr(ctx.provider, "secrets_dir", None) or posixpath.join(ctx.remote_dir, "secrets")
 
 
 def place_token(ctx: RunContext) -> str | None:
@@ -40,12 +45,10 @@ def place_token(ctx: RunContext) -> str | None:
     out: list[str] = []
     quoted = shlex.quote(folder)
     # A fresh folder, private from its first moment: nothing can be opened inside it by anyone else.
-    command = f"mkdir -p {shlex.quote(ctx.remote_dir)} && rm -rf {quoted} && mkdir -m 700 {quoted}"
+    command = f"mkdir -p {shlex.quote(posixpath.dirname(folder))} && rm -rf {quoted} && mkdir -m 700 {quoted}"
     if ctx.transport.exec(command, on_line=out.append) != 0:
         raise StageError(f"cannot make the private folder {folder} on the pod: {' '.join(out)[-200:]}")
-    ctx.transport.write_private(path, token.encode())
-    if ctx.transport.exec(f"chmod 600 {shlex.quote(path)}") != 0:
-        raise StageError(f"cannot make {path} private on the pod")
+    ctx.transport.write_private(path, token.encode())  # 0600 from its first byte (the transports' tests check)
     logger.info(f"HF_TOKEN is on the pod in {path} (mode 600), for training only")
     return path
 

@@ -19,6 +19,7 @@ from curation.memory import CONVERSATION_TYPES, TYPES as MEMORY_TYPES
 from curation.sources import profiles, root_of
 from engine import image
 from engine.errors import ConfigError
+from engine.pod_env import looks_secret
 
 BACKENDS = ("auto", "unsloth", "transformers")
 MODEL_SOURCES = ("hub", "local", "random")
@@ -37,6 +38,9 @@ def _origin(cfg: DictConfig, key: str) -> str:
         return ""
     for override in hc.overrides.task:
         if override.lstrip("+~").split("=", 1)[0] == key:
+            if key.startswith("remote.env.") and looks_secret(key.split(".", 2)[2]):
+                # refused as a secret (engine/pod_env.py): the error must not repeat its value
+                return f" [command line: {override.split('=', 1)[0]}=…]"
             return f" [command line: {override}]"
     group = key.split(".", 1)[0]
     choice = hc.runtime.choices.get(group)

@@ -11,7 +11,9 @@ The pod is not trusted: result.json's `files` map is a request, and fetch decide
   character); a name of the run's own records (run.log, state.json, run-summary.json, train.log, config.json,
   result.json, .hydra/, ssh/, dataset/, pod/) in any letter case, since a case-insensitive disk would
   overwrite them; a destination that exists as a symlink or as anything but a regular file, or lies below a
-  symlink; an entry without a sha256; a pod file that is not a regular file (a link to /dev/zero, say).
+  symlink; an entry without a sha256; a pod file that is a symlink, or lies below one inside out/ (it would
+  bring home what it points at: /etc/shadow, /run/lorapod/credentials, /dev/zero), checked with lstat and
+  again as the download starts; a pod file that is not a regular file.
 - Sizes (provider.max_fetch_mb, default 2048): result.json must be at most 1 MB before it is downloaded.
   Every other file is stat'ed on the pod before anything is downloaded; one over the cap is refused, and when
   the rest together are over it, whole groups come home in the order adapter, base_model, metrics, plots
@@ -148,7 +150,7 @@ def _sized(ctx: RunContext, out: str, wanted: list[Wanted], cap: int, cap_mb: fl
     kept = []
     for want in wanted:
         try:
-            want.size = ctx.transport.size(posixpath.join(out, want.rel))
+            want.size = ctx.transport.size(posixpath.join(out, want.rel), within=out)  # no link on the way
         except TransportError as exc:
             refused.append((want.rel, f"cannot be fetched: {exc.message}", TRANSFER))
             continue

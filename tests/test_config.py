@@ -147,3 +147,45 @@ def test_every_provider_caps_fetch_and_the_cap_must_be_positive(run_dir):
     assert "provider.max_fetch_mb: must be > 0 (got 0" in run.output
     assert "command line: provider.max_fetch_mb=0" in run.output
     assert set(run.summary["stages"]) == {"config"}
+
+
+def test_a_secret_looking_remote_env_is_refused_and_its_value_is_repeated_nowhere(run_dir):
+    value = "sEcReT-value-4f1c"
+    run = run_lorapod(f"+remote.env.WANDB_API_KEY={value}", f"+remote.env.GITHUB_TOKEN={value}", run_dir=run_dir)
+    assert run.proc.returncode == 2, run.output
+    for key in ("remote.env.WANDB_API_KEY", "remote.env.GITHUB_TOKEN"):
+        assert f"{key}: looks like a secret" in run.output and f"[command line: +{key}=…]" in run.output, key
+    assert "lorapod forwards only HF_TOKEN to the pod, through a private file" in run.output
+    assert set(run.summary["stages"]) == {"config"}
+    assert value not in run.output
+    # Hydra wrote .hydra/ before lorapod could look (the message says so); nothing of lorapod's repeats it.
+    for path in run_dir.rglob("*"):
+        if path.is_file() and ".hydra" not in path.parts:
+            assert value not in path.read_text(errors="ignore"), path
+
+
+def test_runpod_watchdog_key_env_that_is_unset_is_named_and_costs_no_api_call(runpod_emulator, run_dir):
+    from tests.conftest import fake_key, lorapod_env
+
+    emu = runpod_emulator
+    run = run_lorapod("gpu=rtx5090", f"provider.api_url={emu.url}",
+                      "provider.watchdog_api_key_env=LORAPOD_TEST_NEVER_SET", run_dir=run_dir,
+                      env=lorapod_env(RUNPOD_API_KEY=fake_key("config")))
+    assert run.proc.returncode == 2, run.output
+    assert "provider.watchdog_api_key_env: names LORAPOD_TEST_NEVER_SET, which is not set" in run.output
+    assert "command line: provider.watchdog_api_key_env=LORAPOD_TEST_NEVER_SET" in run.output
+    assert set(run.summary["stages"]) == {"config"}
+    assert emu.requests == [], "a bad config costs no API call"
+
+
+def test_runpod_watchdog_poll_must_be_positive_and_costs_no_api_call(runpod_emulator, run_dir):
+    from tests.conftest import fake_key, lorapod_env
+
+    emu = runpod_emulator
+    run = run_lorapod("gpu=rtx5090", f"provider.api_url={emu.url}", "provider.watchdog_poll_s=0", run_dir=run_dir,
+                      env=lorapod_env(RUNPOD_API_KEY=fake_key("config")))
+    assert run.proc.returncode == 2, run.output
+    assert "provider.watchdog_poll_s: must be > 0 (got 0" in run.output
+    assert "command line: provider.watchdog_poll_s=0" in run.output
+    assert set(run.summary["stages"]) == {"config"}
+    assert emu.requests == [], "a bad config costs no API call"

@@ -45,6 +45,9 @@ class Provider(Protocol):
     default_workdir: str  # remote.workdir when the config leaves it null
     default_python: str  # remote.python when the config leaves it null
     default_cache_dir: str | None  # remote.cache_dir when the config leaves it null; None: the machine's own caches
+    # Where the HF token's private folder goes; None: <remote dir>/secrets. A folder lorapod alone uses: it is
+    # emptied before the token goes in and deleted after. Optional: a provider without it gets the default.
+    secrets_dir: str | None
 
     def create(self, spec: PodSpec) -> Pod: ...
 

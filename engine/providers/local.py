@@ -26,6 +26,7 @@ class LocalProvider:
         self.default_workdir = str(ctx.run_dir / "pod")
         self.default_python = sys.executable
         self.default_cache_dir = None  # this machine: training uses your own caches, as anything you run does
+        self.secrets_dir = None  # <remote dir>/secrets, deleted at fetch or when the run ends
 
     @staticmethod
     def check_config(cfg) -> list[tuple[str, str]]:

@@ -62,6 +62,13 @@ class RunPodProvider:
         # The workdir is where a network volume is mounted: a cache there outlives the pod, so the next run on
         # that volume finds the model and the compiled kernels instead of fetching and compiling them again.
         self.default_cache_dir = posixpath.join(ctx.cfg.remote.workdir or self.settings.workdir, ".cache")
+        # The HF token goes into the container's own /run, not under the workdir: /workspace is the volume disk
+        # (kept while a stopped pod waits) or the network volume (kept for good), so a token left there by a
+        # lorapod that died (its pod deleted by the watchdog, nobody left to delete the file) would outlive the
+        # run. /run is on the container disk, "lost on stop/restart" and with the pod (docs.runpod.io/pods/
+        # storage/types). /run/lorapod is the watchdog's root-only folder (engine/deadline.py's POD_STATE_DIR):
+        # engine/pod_secrets.py makes fresh, and deletes, only its `secrets` subfolder.
+        self.secrets_dir = "/run/lorapod/secrets"
         self._api: RunPodApi | None = None
         add_secret_name(self.settings.api_key_env)  # whatever the variable is called, its value never reaches a log
         if self.settings.watchdog_api_key_env:

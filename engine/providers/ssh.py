@@ -27,6 +27,7 @@ class SshProvider:
         self.default_workdir = self.settings.workdir
         self.default_python = self.settings.python
         self.default_cache_dir = None  # your machine: its own caches are left as they are
+        self.secrets_dir = None  # <remote dir>/secrets, deleted at fetch or when the run ends
 
     @staticmethod
     def check_config(cfg) -> list[tuple[str, str]]:

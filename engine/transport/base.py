@@ -1,6 +1,7 @@
 """The transport verbs: exec with streamed output, put/get verified by sha256, size, close."""
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol
 
@@ -22,11 +23,15 @@ class Transport(Protocol):
 
     def get(self, remote: str, local: Path, sha256: str | None = None, max_bytes: int | None = None) -> str:
         """Copy a file home; when sha256 is given a mismatch raises and leaves no file behind. A file longer
-        than max_bytes (at the start, or grown by the end) raises too, also leaving nothing behind."""
+        than max_bytes (at the start, or grown by the end) raises too, also leaving nothing behind. A file
+        that is a symlink on the pod is refused, also one swapped in after size() looked (see each transport
+        for how narrow a window is left)."""
 
-    def size(self, remote: str) -> int:
-        """The size in bytes of a regular file on the pod (links followed); anything else raises. Lets a
-        caller refuse a download before it starts."""
+    def size(self, remote: str, within: str | None = None) -> int:
+        """The size in bytes of a regular file on the pod; anything else raises, a symlink included: it is
+        never followed, since it would bring home whatever it points at (/etc/shadow, the pod's credentials).
+        With `within` (a folder above `remote`), a symlink at any folder between the two is refused too.
+        Lets a caller refuse a download before it starts."""
 
     def write_private(self, remote: str, data: bytes) -> None:
         """Write bytes to a new file on the pod that only its owner may read (0600), into an existing folder.
@@ -45,6 +50,23 @@ def check_max_bytes(what: str, size: int, max_bytes: int | None) -> None:
     if max_bytes is not None and size > max_bytes:
         raise TransportError(f"{what} is over {max_bytes} bytes (at least {size}), more than was agreed to fetch",
                              "a file that grows while it is fetched is not the file that was checked")
+
+
+def symlink_refused(path: str, remote: str) -> TransportError:
+    what = remote if path == remote else f"{path} (above {remote})"
+    return TransportError(f"{what} is a symlink on the pod: not fetched",
+                          "a link would bring home what it points at, not what training wrote")
+
+
+def folders_between(within: str | None, remote: str) -> list[str]:
+    """The folders strictly between `within` and `remote`, top first: the ones a symlink could redirect."""
+    if within is None:
+        return []
+    rel = posixpath.relpath(remote, within)
+    if rel == "." or rel.startswith("../") or rel == "..":
+        raise ValueError(f"{remote} is not inside {within}")
+    parts = rel.split("/")[:-1]
+    return [posixpath.join(within, *parts[:i]) for i in range(1, len(parts) + 1)]
 
 
 def open_transport(endpoint: Endpoint, ctx: RunContext) -> Transport:

@@ -1,6 +1,7 @@
 """transport=local: the pod is this machine; commands run under bash, files are copied."""
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import stat
@@ -10,7 +11,7 @@ from pathlib import Path
 from engine.hashing import sha256_file
 from engine.errors import TransportError
 from engine.secrets import is_secret_name
-from engine.transport.base import LineSink, check_max_bytes, check_sha256
+from engine.transport.base import LineSink, check_max_bytes, check_sha256, folders_between, symlink_refused
 
 
 class LocalTransport:
@@ -36,13 +37,16 @@ class LocalTransport:
         return self._copy(Path(local), Path(remote), sha256_file(local))
 
     def get(self, remote: str, local: Path, sha256: str | None = None, max_bytes: int | None = None) -> str:
-        return self._copy(Path(remote), Path(local), sha256, max_bytes)
+        return self._copy(Path(remote), Path(local), sha256, max_bytes, from_pod=True)
 
-    def size(self, remote: str) -> int:
-        try:
-            info = os.stat(remote)
-        except OSError as exc:
-            raise TransportError(f"no such file: {remote} ({exc.strerror})") from exc
+    def size(self, remote: str, within: str | None = None) -> int:
+        for path in [*folders_between(within, remote), remote]:  # lstat: a link is seen, never followed
+            try:
+                info = os.lstat(path)
+            except OSError as exc:
+                raise TransportError(f"no such file: {remote} ({exc.strerror})") from exc
+            if stat.S_ISLNK(info.st_mode):
+                raise symlink_refused(path, remote)
         if not stat.S_ISREG(info.st_mode):
             raise TransportError(f"{remote} is not a regular file")
         return info.st_size
@@ -58,13 +62,13 @@ class LocalTransport:
             os.close(fd)
 
     @staticmethod
-    def _copy(src: Path, dst: Path, expected: str | None, max_bytes: int | None = None) -> str:
+    def _copy(src: Path, dst: Path, expected: str | None, max_bytes: int | None = None, from_pod: bool = False) -> str:
         if not src.is_file():
             raise TransportError(f"no such file: {src}")
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_name(dst.name + ".part")
         try:
-            _copy_at_most(src, tmp, max_bytes)
+            _copy_at_most(src, tmp, max_bytes, from_pod)
             actual = sha256_file(tmp)
             check_sha256(str(dst), expected, actual)
         except BaseException:
@@ -77,15 +81,34 @@ class LocalTransport:
         pass
 
 
-def _copy_at_most(src: Path, dst: Path, max_bytes: int | None) -> None:
+def _copy_at_most(src: Path, dst: Path, max_bytes: int | None, from_pod: bool = False) -> None:
     """Copies in blocks and stops one byte past max_bytes: a file still being written (or /dev/zero behind a
-    link) cannot fill the disk before the check."""
-    if max_bytes is None:
-        shutil.copyfile(src, dst)  # sendfile: no Python loop for a big upload
+    link) cannot fill the disk before the check. From the pod, the source is opened without following a link."""
+    if max_bytes is None and not from_pod:
+        shutil.copyfile(src, dst)  # sendfile: no Python loop for a big upload (your own files: links are fine)
         return
     copied = 0
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
+    with (_open_pod_file(src) if from_pod else open(src, "rb")) as fin, open(dst, "wb") as fout:
+        if max_bytes is None:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+            return
         while block := fin.read(min(1 << 20, max_bytes - copied + 1)):
             copied += len(block)
             check_max_bytes(str(src), copied, max_bytes)
             fout.write(block)
+
+
+def _open_pod_file(src: Path):
+    """The pod's file for reading, refused if it is a symlink now: O_NOFOLLOW makes the kernel refuse it at
+    the open itself, so a file swapped for a link after size() looked is not followed, with no window left (for
+    the last component; the folders above it were checked by size(within=...), moments before)."""
+    try:
+        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # NONBLOCK: a FIFO swapped in cannot hang us
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise symlink_refused(str(src), str(src)) from exc
+        raise TransportError(f"cannot read {src} ({exc.strerror})") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise TransportError(f"{src} is not a regular file")
+    return os.fdopen(fd, "rb")

@@ -21,7 +21,7 @@ from loguru import logger
 from engine.errors import HostKeyError, TransportError
 from engine.hashing import sha256_file
 from engine.sshkeys import PinHostKey
-from engine.transport.base import LineSink, check_max_bytes, check_sha256
+from engine.transport.base import LineSink, check_max_bytes, check_sha256, folders_between, symlink_refused
 
 # Long fat links: a channel window of 64 MB keeps a 50 ms round trip busy at over 1 GB/s, where paramiko's
 # default 2 MB caps it near 40 MB/s. 256 KB packets (OpenSSH's maximum) cut paramiko's per-packet Python work.
@@ -219,14 +219,24 @@ class SshTransport:
         check_sha256(f"{remote} on the pod", expected, self.remote_sha256(partial, expected, move_to=remote))
         return expected
 
-    def size(self, remote: str) -> int:
+    def size(self, remote: str, within: str | None = None) -> int:
+        sftp = self._lanes(0)[0]
+        for folder in folders_between(within, remote):  # one round trip each: adapter/x costs two in all
+            self._lstat(sftp, folder, remote)
+        return self._lstat(sftp, remote, remote).st_size
+
+    def _lstat(self, sftp: paramiko.SFTPClient, path: str, remote: str) -> paramiko.SFTPAttributes:
+        """lstat, never stat: a symlink is refused, not followed. The last one (path == remote) must be a
+        regular file."""
         try:
-            info = self._lanes(0)[0].stat(remote)  # follows links, as the download would
+            info = sftp.lstat(path)
         except RETRYABLE as exc:
-            raise TransportError(f"cannot stat {remote} on {self.target.describe()}: {exc}") from exc
-        if info.st_mode is None or not stat.S_ISREG(info.st_mode):
+            raise TransportError(f"cannot stat {path} on {self.target.describe()}: {exc}") from exc
+        if info.st_mode is not None and stat.S_ISLNK(info.st_mode):
+            raise symlink_refused(path, remote)
+        if path == remote and (info.st_mode is None or not stat.S_ISREG(info.st_mode)):
             raise TransportError(f"{remote} on {self.target.describe()} is not a regular file")
-        return info.st_size
+        return info
 
     def write_private(self, remote: str, data: bytes) -> None:
         try:
@@ -252,6 +262,11 @@ class SshTransport:
             lanes = self._lanes(size)
             with open(partial, "wb") as fh:
                 fh.truncate(size)
+            # Once more right before the lanes open it: a file swapped for a symlink since size() looked (while
+            # the pod hashed it, say) is refused, not followed. SFTP has no open-without-following, so a swap
+            # within the one round trip between this lstat and the opens is what is left; the sha256 from
+            # result.json, checked below, still has to match what comes home.
+            self._lstat(lanes[0], remote, remote)
             with ThreadPoolExecutor(len(lanes)) as pool:
                 for future in [pool.submit(_get_range, lane, remote, partial, start, length)
                                for lane, (start, length) in zip(lanes, _ranges(size, len(lanes)))]:

@@ -35,10 +35,11 @@ def test_size_counts_a_regular_files_bytes_and_refuses_anything_else(tmp_path):
     src = tmp_path / "a.bin"
     src.write_bytes(b"x" * 1234)
     (tmp_path / "zero").symlink_to("/dev/zero")  # a pod's way to fill our disk
+    (tmp_path / "link").symlink_to(src)  # a link is never followed, even to a regular file
     t = LocalTransport()
     assert t.size(str(src)) == 1234
     for path, why in ((tmp_path / "missing", "no such file"), (tmp_path, "not a regular file"),
-                      (tmp_path / "zero", "not a regular file")):
+                      (tmp_path / "zero", "is a symlink on the pod"), (tmp_path / "link", "is a symlink on the pod")):
         with pytest.raises(TransportError, match=why):
             t.size(str(path))
 

@@ -98,3 +98,37 @@ def test_write_private_makes_a_new_0600_file_even_over_a_readable_one(transport,
     transport.write_private(str(target), b"new secret")
     assert target.read_bytes() == b"new secret"
     assert target.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_symlink_on_the_pod_is_refused_not_followed_even_if_swapped_in_after_size(transport, tmp_path, monkeypatch):
+    secret = tmp_path / "etc" / "shadow"  # what a link would bring home
+    secret.parent.mkdir()
+    secret.write_bytes(b"root:$6$not-for-home")
+    out = tmp_path / "pod" / "out"
+    (out / "adapter").mkdir(parents=True)
+    link = out / "adapter" / "x"
+    link.symlink_to(secret)
+    home = tmp_path / "home"
+    with pytest.raises(TransportError, match=r"adapter/x is a symlink on the pod: not fetched"):
+        transport.size(str(link))
+    with pytest.raises(TransportError, match="is a symlink on the pod"):
+        transport.get(str(link), home / "x", sha256=sha256_file(secret))
+    (out / "plots").symlink_to(secret.parent)  # a regular file, reached through a linked folder
+    assert transport.size(str(out / "plots" / "shadow")) == secret.stat().st_size  # without `within`: not seen
+    with pytest.raises(TransportError, match=r"out/plots \(above .*/shadow\) is a symlink on the pod"):
+        transport.size(str(out / "plots" / "shadow"), within=str(out))
+
+    link.unlink()
+    link.write_bytes(b"adapter weights")
+    checked = transport.size
+
+    def size_then_swap(path: str) -> int:  # the pod swaps the file for a link right after it was sized
+        size = checked(path)
+        link.unlink()
+        link.symlink_to(secret)
+        return size
+
+    monkeypatch.setattr(transport, "size", size_then_swap)
+    with pytest.raises(TransportError, match="is a symlink on the pod"):
+        transport.get(str(link), home / "x", sha256=sha256_file(secret))
+    assert not home.exists() or list(home.iterdir()) == []

@@ -13,7 +13,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from engine.context import RunContext
-from engine.errors import StageError
+from engine.errors import StageError, TransportError
 from engine.hashing import sha256_file
 from engine.schema import LocalProviderConfig
 from engine.state import RunState
@@ -223,13 +223,85 @@ def test_a_file_that_grows_during_the_download_is_cut_off_and_refused(tmp_path):
     assert (pod.run_dir / "adapter" / "adapter_config.json").exists()
 
 
-def test_a_pod_file_that_is_not_a_regular_file_is_never_read(tmp_path):
+@pytest.mark.parametrize("make, why", [("fifo", "not a regular file"), ("folder", "not a regular file"),
+                                       ("link_to_dev_zero", "is a symlink on the pod: not fetched")])
+def test_a_pod_file_that_is_not_a_regular_file_is_never_read(tmp_path, make, why):
     pod = Pod(tmp_path)
     pod.write(GOOD, listed={**_hashes(GOOD), "adapter/zero.bin": "0" * 64})
-    (pod.out / "adapter" / "zero.bin").symlink_to("/dev/zero")  # would fill the disk
+    odd = pod.out / "adapter" / "zero.bin"
+    if make == "fifo":  # reading it would wait for a writer forever
+        os.mkfifo(odd)
+    elif make == "folder":
+        odd.mkdir()
+    else:
+        odd.symlink_to("/dev/zero")  # would fill the disk
     error = pod.fetch()
-    assert "'adapter/zero.bin': cannot be fetched:" in str(error) and "not a regular file" in str(error)
+    assert "'adapter/zero.bin': cannot be fetched:" in str(error) and why in str(error)
     assert pod.downloaded() == set(GOOD)
+
+
+def _outside(tmp_path) -> tuple[object, bytes]:
+    """A file outside the pod's out/ folder that the pod's user may read: /etc/shadow, the pod's credentials."""
+    secret = tmp_path / "etc" / "shadow"
+    secret.parent.mkdir()
+    secret.write_bytes(b"root:$6$not-for-home:19000:0:99999:7:::\n")
+    return secret, secret.read_bytes()
+
+
+def test_a_pod_file_that_is_a_symlink_out_of_out_is_refused_even_with_the_right_hash(tmp_path):
+    pod = Pod(tmp_path)
+    secret, data = _outside(tmp_path)
+    pod.write(GOOD, listed={**_hashes(GOOD), "adapter/x": _hashes({"x": data})["x"]})  # the hash would match
+    (pod.out / "adapter" / "x").symlink_to(secret)
+    error = pod.fetch()
+    assert "'adapter/x': cannot be fetched:" in str(error) and "is a symlink on the pod: not fetched" in str(error)
+    assert pod.ctx.state.outputs["fetch"]["refused"] == ["adapter/x"]
+    assert "adapter/x" not in pod.downloaded() and pod.downloaded() == set(GOOD)
+    assert not (pod.run_dir / "adapter" / "x").exists() and not list(pod.run_dir.rglob("*.part"))
+    for path in pod.run_dir.rglob("*"):
+        assert not path.is_file() or data not in path.read_bytes(), path
+    pod.assert_records_untouched()
+
+
+def test_a_pod_folder_that_is_a_symlink_is_not_fetched_through(tmp_path):
+    pod = Pod(tmp_path)
+    secret, data = _outside(tmp_path)
+    pod.write(GOOD, listed={**_hashes(GOOD), "plots/shadow": _hashes({"x": data})["x"]})
+    (pod.out / "plots").symlink_to(secret.parent)  # plots/shadow is a regular file, reached through a link
+    error = pod.fetch()
+    assert "'plots/shadow': cannot be fetched:" in str(error)
+    assert f"{pod.out / 'plots'} (above {pod.out / 'plots' / 'shadow'}) is a symlink on the pod" in str(error)
+    assert pod.downloaded() == set(GOOD) and not (pod.run_dir / "plots").exists()
+
+
+def test_a_file_swapped_for_a_symlink_after_its_size_was_read_is_not_followed(tmp_path):
+    secret, data = _outside(tmp_path)
+
+    class Swapping(RecordingTransport):
+        def get(self, remote, local, sha256=None, max_bytes=None):
+            if remote.endswith("adapter_config.json"):  # sized as a regular file; a link by the time it is read
+                os.unlink(remote)
+                os.symlink(secret, remote)
+            return super().get(remote, local, sha256=sha256, max_bytes=max_bytes)
+
+    pod = Pod(tmp_path, transport=Swapping())
+    pod.write({**GOOD, "adapter/adapter_config.json": data})  # the listed hash is the secret's own
+    error = pod.fetch()
+    assert "'adapter/adapter_config.json': was not fetched:" in str(error) and "is a symlink on the pod" in str(error)
+    assert not (pod.run_dir / "adapter" / "adapter_config.json").exists()
+    assert not list(pod.run_dir.rglob("*.part"))
+    assert (pod.run_dir / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_a_result_json_that_is_a_symlink_on_the_pod_stops_fetch_unread(tmp_path):
+    pod = Pod(tmp_path)
+    pod.write(GOOD)
+    elsewhere = tmp_path / "elsewhere.json"
+    (pod.out / "result.json").rename(elsewhere)
+    (pod.out / "result.json").symlink_to(elsewhere)
+    with pytest.raises(TransportError, match="result.json is a symlink on the pod: not fetched"):
+        Fetch().run(pod.ctx)
+    assert pod.transport.gets == [] and not (pod.run_dir / "result.json").exists()
 
 
 def test_a_wrong_hash_is_refused_and_leaves_no_file(tmp_path):

@@ -109,3 +109,19 @@ def test_remote_settings_that_would_leak_or_clash_are_refused(tmp_path):
                              "remote.env.HF_HOME", "remote.env.PATH", "remote.env.BAD-NAME"}
     assert "secret" in problems["remote.env.HF_TOKEN"] and "absolute" in problems["remote.cache_dir"]
     assert json.dumps(problems).count("lorapod itself") == 2
+
+
+@pytest.mark.parametrize("name", ["WANDB_API_KEY", "wandb_api_key", "OPENAI_APIKEY", "API_KEY", "GITHUB_TOKEN",
+                                  "AWS_SECRET_ACCESS_KEY", "MY_SECRET", "DB_PASSWORD", "Db_Password", "MYSQL_PASSWD",
+                                  "SMTP_PASS", "GOOGLE_APPLICATION_CREDENTIALS", "TOKEN", "KEY", "PRIVATE_KEY_PEM"])
+def test_a_remote_env_name_that_looks_like_a_secret_is_refused(tmp_path, name):
+    problems = dict(check_config(context(tmp_path, f"+remote.env.{name}=x").cfg))
+    rule = problems[f"remote.env.{name}"]
+    assert "looks like a secret" in rule and "`ps`" in rule and ".hydra/" in rule
+    assert "export it" in rule and ".env" in rule and "only HF_TOKEN" in rule and "private file" in rule
+
+
+@pytest.mark.parametrize("name", ["TOKENIZERS_PARALLELISM", "HF_HUB_OFFLINE", "MONKEY_PATCH", "KEYBOARD_LAYOUT",
+                                  "WANDB_MODE", "PASSTHROUGH", "HF_HUB_DISABLE_TELEMETRY"])
+def test_a_remote_env_name_with_a_secret_word_inside_another_word_is_allowed(tmp_path, name):
+    assert check_config(context(tmp_path, f"+remote.env.{name}=1").cfg) == []
