@@ -1,6 +1,8 @@
 """The config tree composes as documented, and bad config is refused before anything starts."""
 from __future__ import annotations
 
+import pytest
+
 import re
 
 import yaml
@@ -164,28 +166,18 @@ def test_a_secret_looking_remote_env_is_refused_and_its_value_is_repeated_nowher
             assert value not in path.read_text(errors="ignore"), path
 
 
-def test_runpod_watchdog_key_env_that_is_unset_is_named_and_costs_no_api_call(runpod_emulator, run_dir):
+@pytest.mark.parametrize("override, says", [
+    ("provider.watchdog_api_key_env=LORAPOD_TEST_NEVER_SET",
+     "provider.watchdog_api_key_env: names LORAPOD_TEST_NEVER_SET, which is not set"),
+    ("provider.watchdog_poll_s=0", "provider.watchdog_poll_s: must be > 0 (got 0"),
+])
+def test_a_bad_watchdog_setting_is_named_and_costs_no_api_call(runpod_emulator, run_dir, override, says):
     from tests.conftest import fake_key, lorapod_env
 
     emu = runpod_emulator
-    run = run_lorapod("gpu=rtx5090", f"provider.api_url={emu.url}",
-                      "provider.watchdog_api_key_env=LORAPOD_TEST_NEVER_SET", run_dir=run_dir,
+    run = run_lorapod("gpu=rtx5090", f"provider.api_url={emu.url}", override, run_dir=run_dir,
                       env=lorapod_env(RUNPOD_API_KEY=fake_key("config")))
     assert run.proc.returncode == 2, run.output
-    assert "provider.watchdog_api_key_env: names LORAPOD_TEST_NEVER_SET, which is not set" in run.output
-    assert "command line: provider.watchdog_api_key_env=LORAPOD_TEST_NEVER_SET" in run.output
-    assert set(run.summary["stages"]) == {"config"}
-    assert emu.requests == [], "a bad config costs no API call"
-
-
-def test_runpod_watchdog_poll_must_be_positive_and_costs_no_api_call(runpod_emulator, run_dir):
-    from tests.conftest import fake_key, lorapod_env
-
-    emu = runpod_emulator
-    run = run_lorapod("gpu=rtx5090", f"provider.api_url={emu.url}", "provider.watchdog_poll_s=0", run_dir=run_dir,
-                      env=lorapod_env(RUNPOD_API_KEY=fake_key("config")))
-    assert run.proc.returncode == 2, run.output
-    assert "provider.watchdog_poll_s: must be > 0 (got 0" in run.output
-    assert "command line: provider.watchdog_poll_s=0" in run.output
+    assert says in run.output and f"command line: {override}" in run.output
     assert set(run.summary["stages"]) == {"config"}
     assert emu.requests == [], "a bad config costs no API call"
