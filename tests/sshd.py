@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import paramiko
 import pytest
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
@@ -48,3 +49,14 @@ def preflight() -> None:
                                  capture_output=True, text=True)
     if checked.returncode != 0:
         raise RuntimeError(f"{SSHD} cannot run on this machine: {checked.stderr.strip() or checked.stdout.strip()}")
+
+
+class Pinned(paramiko.MissingHostKeyPolicy):
+    """Accept the server only with a key its start script announced: pinning, never trust on first use."""
+
+    def __init__(self, pinned: dict[str, str]):
+        self.pinned = pinned
+
+    def missing_host_key(self, client, hostname, key):
+        if self.pinned.get(key.get_name()) != key.fingerprint:
+            raise paramiko.SSHException(f"host key {key.get_name()} {key.fingerprint} is not pinned")

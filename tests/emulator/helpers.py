@@ -12,6 +12,7 @@ import paramiko
 import pytest
 from tests.emulator import RunPodEmulator, openapi
 from tests.emulator.pod import WAIT_S, fingerprint
+from tests.sshd import Pinned
 
 RTX5090, RTX4090 = "NVIDIA GeForce RTX 5090", "NVIDIA GeForce RTX 4090"
 # RunPod's official image (runpod.md), which the emulator runs as its stand-in: what a test gets by default.
@@ -114,17 +115,6 @@ def graphql(emu: RunPodEmulator, query: str, key: str | None = "account", variab
     if variables is not None:
         payload["variables"] = variables
     return httpx.post(emu.graphql_url, json=payload, headers=headers, params=params, timeout=WAIT_S)
-
-
-class Pinned(paramiko.MissingHostKeyPolicy):
-    """Accept the server only with a key the pod's log announced: pinning, never trust on first use."""
-
-    def __init__(self, pinned: dict[str, str]):
-        self.pinned = pinned
-
-    def missing_host_key(self, client, hostname, key):
-        if self.pinned.get(key.get_name()) != key.fingerprint:
-            raise paramiko.SSHException(f"host key {key.get_name()} {key.fingerprint} is not pinned")
 
 
 def ssh(emu: RunPodEmulator, pod_id: str, pkey: paramiko.PKey, pinned: dict[str, str] | None = None,

@@ -12,24 +12,13 @@ from pathlib import Path
 import paramiko
 import pytest
 from tests.remote_image.podside import REMOTE_IMAGE, clean_env, free_port, linter
-from tests.sshd import SSHD, needs_sshd
+from tests.sshd import SSHD, Pinned, needs_sshd
 
 START_SH = str(REMOTE_IMAGE / "start.sh")
 HOST_KEY_LINE = re.compile(r"lorapod-host-key: (\S+) (SHA256:[A-Za-z0-9+/]+)")
 KEY = "rpa_POD_SCOPED_TEST_KEY_1234567890"
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="sshd's privilege separation needs root")
-
-
-class PinnedFingerprints(paramiko.MissingHostKeyPolicy):
-    """Accept the server only if its key is one start.sh announced: pinning, never trust on first use."""
-
-    def __init__(self, pinned: dict[str, str]):
-        self.pinned = pinned
-
-    def missing_host_key(self, client, hostname, key):
-        if self.pinned.get(key.get_name()) != key.fingerprint:
-            raise paramiko.SSHException(f"host key {key.get_name()} {key.fingerprint} is not pinned")
 
 
 def client_key(folder: Path) -> tuple[paramiko.PKey, str]:
@@ -46,7 +35,7 @@ def start_env(folder: Path, port: int, **extra: str) -> dict[str, str]:
 
 def connect(port: int, pkey: paramiko.PKey, pinned: dict[str, str]) -> paramiko.SSHClient:
     client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(PinnedFingerprints(pinned))
+    client.set_missing_host_key_policy(Pinned(pinned))
     client.connect("127.0.0.1", port=port, username=getpass.getuser(), pkey=pkey,
                    look_for_keys=False, allow_agent=False, timeout=30)
     return client
