@@ -188,6 +188,14 @@ class PipelineConfig:
     # Ordered stages, keyed by name, each with a Hydra `_target_`: add one with
     # `+pipeline.stages.<name>._target_=pkg.Class`, drop one with `~pipeline.stages.<name>`.
     stages: dict[str, Any] = field(default_factory=dict)
+    max_runtime_s: Optional[int] = None  # the most this pipeline keeps a pod (caps provider.max_runtime_s); null: no cap
+    cheapest_first: bool = False  # rent the gpu option itself (no fallbacks), cheapest cloud first by list price
+
+
+@dataclass
+class PreflightConfig:
+    train: bool = False  # also a short Unsloth run of the configured model (e.g. model=qwen3_0_6b) on the pod
+    steps: int = 5  # optimizer steps of that run
 
 
 @dataclass
@@ -206,12 +214,18 @@ class RemoteConfig:
 
 @dataclass
 class ImageConfig:
-    name: str = MISSING  # the option's name: lorapod (built from remote_image/), unsloth (Unsloth's published image)
-    repository: str = MISSING  # registry host and name, e.g. docker.io/lorapod/trainer (push access needed to build)
+    name: str = MISSING  # the option's name: runpod (RunPod's PyTorch image), lorapod (your own build), unsloth
+    repository: Optional[str] = None  # registry host and name, e.g. docker.io/runpod/pytorch; lorapod: one you own
     tag: Optional[str] = None  # null: the content hash of image.context, computed and pushed by the build stage
     context: Optional[str] = None  # folder with the Dockerfile, relative to the project; null: a published image
     ref: Optional[str] = None  # deploy exactly this (repo:tag or repo@sha256:...), build nothing; null: repository:tag
-    python: str = MISSING  # the interpreter inside the image: remote.python for providers that deploy images
+    python: Optional[str] = None  # the interpreter in the image; null: the venv probe installs image.requirements into
+    # The training closure probe installs with uv into a venv keyed by its hash (on the network volume when one is
+    # mounted, so the next run finds it ready); a path relative to the project. null: the image carries its stack.
+    requirements: Optional[str] = None
+    index_url: Optional[str] = None  # the package index that install uses; null: PyPI
+    ssh_key_env: list[str] = field(default_factory=lambda: ["PUBLIC_KEY", "SSH_PUBLIC_KEY"])  # vars holding our key
+    ready_timeout_s: Optional[float] = None  # overrides provider.ready_timeout_s: how long this image may take to pull
     logs_host_keys: bool = False  # the image prints start.sh's `lorapod-host-key:` lines, so the client can pin them
 
 
@@ -239,6 +253,7 @@ class Config:
     pipeline: PipelineConfig = MISSING
     remote: RemoteConfig = MISSING
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    preflight: PreflightConfig = field(default_factory=PreflightConfig)
     image: ImageConfig = MISSING
     build: BuildConfig = MISSING
 
