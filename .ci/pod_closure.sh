@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # The pod's Python environment on this machine: remote_image/requirements.txt installed into ./.venv-pod under
-# CPython 3.12 the way remote_image/Dockerfile installs it (--no-deps, wheels only, then pip check), so the
+# CPython 3.12 the way remote_image/Dockerfile installs it (--no-deps, wheels only, then a check), so the
 # tests can train under the pod's exact versions:
 #   .ci/pod_closure.sh && LORAPOD_POD_PYTHON=$PWD/.venv-pod/bin/python .venv/bin/python -m pytest tests/remote_image
 # A .venv-pod that already holds this closure (same requirements.txt, same interpreter) is kept as it is.
+# `uv pip check` stands for the Dockerfile's `pip check`: the venv has no pip of its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$SECONDS
 requirements=remote_image/requirements.txt
 venv=.venv-pod
-stamp=$venv/lorapod-closure.stamp
 
 # The pod runs CPython 3.12 (the Dockerfile's python3.12). A pyenv shim named python3.12 can exist and still
 # fail, so each candidate has to run and say it is a CPython 3.12 with venv and ensurepip.
@@ -32,30 +32,16 @@ if [ -z "$python" ]; then
   exit 1
 fi
 
-want="$(sha256sum "$requirements" | cut -d' ' -f1) $("$python" -c 'import sys; print(sys.version.split()[0])')"
-if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
-  echo "pod_closure.sh: $venv already holds $requirements for Python ${want#* } ($((SECONDS - started))s)"
-  exit 0
-fi
-
-rm -rf "$venv"
-"$python" -m venv "$venv"
-# uv installs the closure about 5x faster than pip cold (and in seconds from its cache); the same flags as the
-# Dockerfile's pip. It comes from .venv (the `test` extra), PATH, or else a throwaway venv of its own.
+# The pod's own installer (remote_image/install_closure.sh), so .venv-pod carries the stamp a pod's venv does
+# (lorapod-closure.json: requirements sha256 and this interpreter): a test can present it as a volume that
+# already holds the closure (tests/closure_seed.py). It says "nothing to install", asking no index, when
+# .venv-pod holds this closure already. uv comes from .venv (the `test` extra pins the installer's version),
+# else the installer finds or installs its own under ~/.cache/lorapod; downloads go to this machine's uv cache.
+args=(--venv "$venv" --requirements "$requirements" --python "$python" --root "$HOME/.cache/lorapod"
+  --cache-dir "${UV_CACHE_DIR:-$HOME/.cache/uv}")
 if [ -x .venv/bin/uv ]; then
-  uv=.venv/bin/uv
-elif command -v uv >/dev/null; then
-  uv=$(command -v uv)
-else
-  bootstrap=$(mktemp -d)
-  trap 'rm -rf "$bootstrap"' EXIT
-  "$python" -m venv "$bootstrap"
-  "$bootstrap/bin/python" -m pip install --quiet --disable-pip-version-check uv
-  uv=$bootstrap/bin/uv
+  args+=(--uv .venv/bin/uv)
 fi
-echo "pod_closure.sh: installing $requirements into $venv with $uv ($python)"
-"$uv" pip install --quiet --python "$venv/bin/python" --no-deps --only-binary :all: -r "$requirements"
-# The Dockerfile's own gate: the closure is complete and consistent.
-"$venv/bin/python" -m pip check --disable-pip-version-check
-echo "$want" >"$stamp"
-echo "pod_closure.sh: $venv ready, Python ${want#* }, in $((SECONDS - started))s"
+bash remote_image/install_closure.sh "${args[@]}" | sed -u 's/^lorapod-closure: /pod_closure.sh: /'
+echo "pod_closure.sh: $venv holds $requirements for Python $("$venv/bin/python" -c 'import sys; print(sys.version.split()[0])')" \
+  "($((SECONDS - started))s)"

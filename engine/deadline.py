@@ -25,6 +25,7 @@ import time
 
 from loguru import logger
 
+from engine.closure import stdlib_python
 from engine.context import PROJECT_ROOT, RunContext
 from engine.errors import StageError, TransportError
 from engine.pod_env import private_dir_command
@@ -80,7 +81,10 @@ def start_watchdog(ctx: RunContext) -> dict:
     launch_env = {**deadline_env(ctx), "LORAPOD_POD_ID": str((ctx.state.pod or {}).get("id") or "")}
     env = " ".join(f"{k}={shlex.quote(v)}" for k, v in launch_env.items())
     log = posixpath.join(ctx.remote_dir, "watchdog.log")
-    command = (f"touch {shlex.quote(heartbeat_file(ctx))} && {{ {env} setsid nohup {shlex.quote(ctx.remote_python)} "
+    # Not ctx.remote_python: on an image whose closure probe installs, that venv does not exist yet (the pod
+    # must be protected during the install). The watchdog is stdlib only: the image's python3 runs it.
+    python = stdlib_python(ctx)
+    command = (f"touch {shlex.quote(heartbeat_file(ctx))} && {{ {env} setsid nohup {shlex.quote(python)} "
                f"{shlex.quote(remote)} > {shlex.quote(log)} 2>&1 < /dev/null & echo \"watchdog pid $! at $(date +%s)\"; }}")
     out: list[str] = []
     launched = out[-1].split() if ctx.transport.exec(command, on_line=out.append) == 0 and out else []

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from curation.dates import bound
 from curation.memory import CONVERSATION_TYPES, TYPES as MEMORY_TYPES
 from curation.sources import profiles, root_of
-from engine import image
+from engine import closure, image
 from engine.errors import ConfigError
 from engine.pod_env import looks_secret
 
@@ -184,6 +184,8 @@ def validate(cfg: DictConfig) -> None:
     else:
         for key, rule in getattr(provider_cls, "check_config", lambda c: [])(cfg):
             problems.append((key, rule))
+        if not {"image", "image.python", "image.requirements"} & missing:
+            problems.extend(closure.check_config(cfg, provider_cls))
 
     if problems:
         raise ConfigError(

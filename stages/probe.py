@@ -1,4 +1,10 @@
-"""probe: wait until the pod answers, connect, and check that its python and workdir are usable."""
+"""probe: wait until the pod answers, connect, protect it, install the training closure where the image lacks it,
+and check that its python and workdir are usable.
+
+The order matters: the run folder first (the watchdog and the installer go there), then the provider's
+after_connect (runpod: the heartbeat and the deadline watchdog), so that the pod is protected during an
+install that can take ten minutes, then the closure (engine/closure.py), then the interpreter it made.
+"""
 from __future__ import annotations
 
 import shlex
@@ -6,6 +12,7 @@ from dataclasses import asdict
 
 from loguru import logger
 
+from engine import closure
 from engine.context import RunContext
 from engine.errors import StageError
 from engine.providers.base import current_pod
@@ -20,12 +27,7 @@ class Probe(BaseStage):
         ctx.state.mark("ready")
         ctx.save()
         ctx.transport = open_transport(endpoint, ctx)
-        python, rdir = ctx.remote_python, ctx.remote_dir
-        version: list[str] = []
-        check = f"{shlex.quote(python)} -c 'import sys; print(sys.version.split()[0])'"
-        if ctx.transport.exec(check, on_line=version.append) != 0:
-            raise StageError(f"the pod's python {python!r} does not run: {' '.join(version)[-200:]}",
-                             "set remote.python to the interpreter the image has (e.g. /opt/venv/bin/python)")
+        rdir = ctx.remote_dir
         lines: list[str] = []
         if ctx.transport.exec(f"mkdir -p {shlex.quote(rdir)}", on_line=lines.append) != 0:
             raise StageError(f"cannot create {rdir} on the pod: {' '.join(lines)[-200:]}",
@@ -33,4 +35,12 @@ class Probe(BaseStage):
         after_connect = getattr(ctx.provider, "after_connect", None)
         if after_connect is not None:
             after_connect(ctx)
+        if closure.needed(ctx):
+            closure.install(ctx)
+        python = ctx.remote_python
+        version: list[str] = []
+        check = f"{shlex.quote(python)} -c 'import sys; print(sys.version.split()[0])'"
+        if ctx.transport.exec(check, on_line=version.append) != 0:
+            raise StageError(f"the pod's python {python!r} does not run: {' '.join(version)[-200:]}",
+                             "set remote.python to the interpreter the image has (e.g. /opt/venv/bin/python)")
         logger.info(f"pod ready: python {version[-1] if version else '?'} at {python}; run folder {rdir}")

@@ -29,7 +29,7 @@ import httpx
 from loguru import logger
 from omegaconf import OmegaConf
 
-from engine import signals
+from engine import closure, signals
 from engine.context import PROJECT_ROOT, RunContext
 from engine.errors import CapacityError, ProviderError
 from engine.image import resolved_image_ref
@@ -58,7 +58,10 @@ class RunPodProvider:
         self.ctx = ctx
         self.settings = ctx.cfg.provider
         self.default_workdir = self.settings.workdir
-        self.default_python = ctx.cfg.image.python
+        # An image without its own interpreter for training (image=runpod) gets the closure's venv, which probe
+        # installs (engine/closure.py).
+        self.default_python = ctx.cfg.image.python or closure.venv_python(
+            ctx.cfg, ctx.cfg.remote.workdir or self.settings.workdir)
         # The workdir is where a network volume is mounted: a cache there outlives the pod, so the next run on
         # that volume finds the model and the compiled kernels instead of fetching and compiling them again.
         self.default_cache_dir = posixpath.join(ctx.cfg.remote.workdir or self.settings.workdir, ".cache")

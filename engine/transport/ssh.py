@@ -18,6 +18,7 @@ from pathlib import Path
 import paramiko
 from loguru import logger
 
+from engine.closure import stdlib_python
 from engine.errors import HostKeyError, TransportError
 from engine.hashing import sha256_file
 from engine.sshkeys import PinHostKey
@@ -72,7 +73,7 @@ class SshTransport:
             host=endpoint.host, port=endpoint.port, user=endpoint.user, key_path=Path(endpoint.key_path),
             known_hosts=ctx.run_dir / "ssh" / "known_hosts", expected_host_keys=list(endpoint.host_keys or []),
             trusted_known_hosts=Path(endpoint.trusted_known_hosts) if endpoint.trusted_known_hosts else None,
-            python=ctx.remote_python)
+            python=stdlib_python(ctx))
         transport = cls(target)
         transport.open(deadline_s=ctx.cfg.probe.timeout_s)
         return transport
