@@ -148,7 +148,7 @@ def _report(ctx: RunContext, deadline: dict) -> None:
     p = ctx.cfg.provider
     if deadline["armed"]:
         logger.info(f"pod deadline armed: the {deadline['credential']} can read the pod ({deadline['read']}); "
-                    f"it is deleted after {p.max_runtime_s}s, or {p.heartbeat_timeout_s}s without a heartbeat "
+                    f"it is deleted after {max_runtime_s(ctx)}s, or {p.heartbeat_timeout_s}s without a heartbeat "
                     f"from here (ways: {', '.join(deadline['methods'] or [])})")
         return
     pod = ctx.state.pod or {}

@@ -102,8 +102,7 @@ def _connection_rows(ctx: RunContext) -> list[dict]:
     endpoint = ctx.state.endpoint or {}
     if endpoint.get("kind") == "ssh":
         pinned = _pinned_key(ctx, endpoint)
-        how = "announced in the pod's log" if endpoint.get("host_keys") else "pinned at first contact (the image " \
-              "announces none)"
+        how = "announced in the pod's log" if endpoint.get("host_keys") else "first contact: the image announces none"
         alive = ctx.transport.exec("true") == 0
         rows.append(_row("ssh", OK if alive and pinned else FAIL,
                          f"{endpoint.get('user')}@{endpoint.get('host')}:{endpoint.get('port')}, host key "
@@ -112,7 +111,7 @@ def _connection_rows(ctx: RunContext) -> list[dict]:
     if deadline is not None:
         if deadline.get("armed"):
             rows.append(_row("deadline", OK, f"watchdog armed: {deadline.get('credential')} can read its pod "
-                                             f"({deadline.get('read')}); deletes via {deadline.get('methods')}"))
+                                             f"({deadline.get('read')}); deletes via {', '.join(deadline.get('methods') or [])}"))
         else:
             rows.append(_row("deadline", FAIL, f"watchdog NOT armed: {deadline.get('reason')}"))
     closure = ctx.state.outputs.get("closure")
