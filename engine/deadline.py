@@ -43,11 +43,18 @@ def heartbeat_file(ctx: RunContext) -> str:
     return posixpath.join(ctx.remote_dir, "heartbeat")
 
 
+def max_runtime_s(ctx: RunContext) -> int:
+    """provider.max_runtime_s, capped by the pipeline's own limit (pipeline=preflight: a few minutes)."""
+    cap = ctx.cfg.pipeline.max_runtime_s
+    limit = int(ctx.cfg.provider.max_runtime_s)
+    return min(limit, int(cap)) if cap else limit
+
+
 def deadline_env(ctx: RunContext) -> dict[str, str]:
     p = ctx.cfg.provider
     started = ctx.state.marks.get("pod_requested") or ctx.state.mark("pod_requested")
     return {
-        "LORAPOD_MAX_RUNTIME_S": str(int(p.max_runtime_s)),
+        "LORAPOD_MAX_RUNTIME_S": str(max_runtime_s(ctx)),
         "LORAPOD_STARTED_AT": str(int(started)),
         "LORAPOD_HEARTBEAT_FILE": heartbeat_file(ctx),
         "LORAPOD_HEARTBEAT_TIMEOUT_S": str(int(p.heartbeat_timeout_s)),
@@ -145,7 +152,7 @@ def _report(ctx: RunContext, deadline: dict) -> None:
     p = ctx.cfg.provider
     if deadline["armed"]:
         logger.info(f"pod deadline armed: the {deadline['credential']} can read the pod ({deadline['read']}); "
-                    f"it is deleted after {p.max_runtime_s}s, or {p.heartbeat_timeout_s}s without a heartbeat "
+                    f"it is deleted after {max_runtime_s(ctx)}s, or {p.heartbeat_timeout_s}s without a heartbeat "
                     f"from here (ways: {', '.join(deadline['methods'] or [])})")
         return
     pod = ctx.state.pod or {}

@@ -196,6 +196,7 @@ class PipelineConfig:
 class PreflightConfig:
     train: bool = False  # also a short Unsloth run of the configured model (e.g. model=qwen3_0_6b) on the pod
     steps: int = 5  # optimizer steps of that run
+    require_gpu: Optional[bool] = None  # "no GPU" on the GPU lines fails the preflight; null: when gpu.count > 0
 
 
 @dataclass

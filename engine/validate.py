@@ -158,6 +158,8 @@ def validate(cfg: DictConfig) -> None:
 
     stages = cfg.pipeline.stages
     need(len(stages) > 0, "pipeline.stages", "must list at least one stage")
+    cap = cfg.pipeline.max_runtime_s
+    need(cap is None or cap > 0, "pipeline.max_runtime_s", "must be > 0 seconds, or null for no cap")
     for name, node in stages.items():
         key = f"pipeline.stages.{name}._target_"
         target = node.get("_target_") if isinstance(node, DictConfig) else None

@@ -126,8 +126,23 @@ class RunPodProvider:
 
     def _candidates(self) -> list[tuple[dict, str]]:
         gpus = [OmegaConf.to_container(self.ctx.cfg.gpu, resolve=True)]
-        gpus += [gpu_option(name) for name in self.ctx.cfg.gpu.fallbacks]
+        if not self.ctx.cfg.pipeline.cheapest_first:  # a fallback GPU would prove nothing about the one asked for
+            gpus += [gpu_option(name) for name in self.ctx.cfg.gpu.fallbacks]
         return [(gpu, cloud) for gpu in gpus for cloud in self.settings.cloud_order]
+
+    def _cheapest_first(self, queue: list[tuple[dict, str]], catalog: dict[str, dict]) -> list[tuple[dict, str]]:
+        """pipeline.cheapest_first: the clouds in order of the catalog's list price (GpuType.price, per GPU and
+        hour); a cloud the catalog quotes no price for goes last, in provider.cloud_order's order."""
+        def price(candidate: tuple[dict, str]) -> float:
+            gpu, cloud = candidate
+            quoted = ((catalog.get(gpu["id"]) or {}).get("price") or {}).get(cloud.lower())
+            return float(quoted) if isinstance(quoted, (int, float)) else float("inf")
+
+        ordered = sorted(queue, key=price)  # stable: equal prices keep cloud_order
+        logger.info("cheapest first: " + ", ".join(
+            f"{gpu['name']} {cloud} " + (f"${price((gpu, cloud)):.2f}/h" if price((gpu, cloud)) < float("inf")
+                                         else "(no list price)") for gpu, cloud in ordered))
+        return ordered
 
     def _body(self, spec: PodSpec, gpu: dict, cloud: str) -> dict:
         floors = [v for v in (gpu.get("min_cuda"), self.settings.min_cuda) if v]
@@ -181,6 +196,8 @@ class RunPodProvider:
                 self._attempts.append(Attempt(gpu["name"], cloud, reason))
             else:
                 self._queue.append((gpu, cloud))
+        if self.ctx.cfg.pipeline.cheapest_first:
+            self._queue = self._cheapest_first(self._queue, catalog)
         return self._create_next()
 
     def _create_next(self) -> Pod:

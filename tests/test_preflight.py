@@ -1,0 +1,107 @@
+"""`python run.py gpu=rtx5090 pipeline=preflight` against the RunPod emulator: a real pod (sshd in a PID namespace),
+the real checks under the pod's interpreter, and the pod deleted after. The emulator has no GPU (nothing here has
+one), so its GPU lines must say "no GPU": passing needs preflight.require_gpu=false, and without it the same pod
+must fail the preflight."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+
+from tests.conftest import PYTHON, REPO, run_lorapod
+from tests.remote_image.test_train_unsloth import pod_python
+from tests.test_runpod_e2e import RTX4090, RTX5090, assert_nothing_billing_and_data_kept, creates, env_for
+
+TABLE_LINE = r"^\s+{check}\s+{status}\s"
+
+
+def preflight(emu, workdir, python: str, *extra: str) -> list[str]:
+    return ["gpu=rtx5090", "pipeline=preflight", f"provider.api_url={emu.url}", f"remote.workdir={workdir}",
+            f"remote.python={python}", "image=runpod", "build.skip=true", *extra]
+
+
+def row(run, check: str) -> dict:
+    return next(r for r in run.summary["preflight"] if r["check"] == check)
+
+
+def test_preflight_passes_against_the_emulator_with_no_gpu_lines(runpod_emulator, tmp_path):
+    emu, run_dir = runpod_emulator, tmp_path / "run"
+    run = run_lorapod(*preflight(emu, tmp_path / "disk", pod_python(), "preflight.require_gpu=false"),
+                      run_dir=run_dir, env=env_for(emu))
+    assert run.proc.returncode == 0, run.output
+    statuses = {r["check"]: r["status"] for r in run.summary["preflight"]}
+    assert statuses == {"ssh": "ok", "deadline": "ok", "interpreter": "ok", "torch": "ok", "cuda": "no GPU",
+                        "gpu": "no GPU", "bitsandbytes": "ok", "triton": "ok", "xformers": "ok", "unsloth": "ok"}
+    assert "Python 3.12" in row(run, "interpreter")["detail"] and "CUDA 12.8" in row(run, "torch")["detail"]
+    assert "first contact: the image announces none" in row(run, "ssh")["detail"]
+    # The table comes after the pod is gone, with what it cost.
+    log = run.output
+    assert log.index("pod " + run.summary["pod"]["id"] + " terminated") < log.index("preflight of pod")
+    for check, status in statuses.items():
+        assert re.search(TABLE_LINE.format(check=check, status=re.escape(status)), log, re.M), check
+    price = run.summary["pod"]["price_per_hour"]
+    cost = re.search(r"cost: pod up (\d+)s at \$([\d.]+)/h = about \$([\d.]+)", log)
+    assert cost and float(cost.group(2)) == round(price, 2)
+    assert abs(float(cost.group(3)) - int(cost.group(1)) / 3600 * price) < 0.001
+    # A few minutes at most: the pod's own deadline is the pipeline's cap, not the provider's six hours.
+    [pod] = emu.pods.values()
+    assert pod.request["env"]["LORAPOD_MAX_RUNTIME_S"] == "900"
+    assert run.summary["stages"]["report"]["status"] == "succeeded"
+    assert_nothing_billing_and_data_kept(emu, run)
+
+
+def test_preflight_train_runs_a_short_real_training_on_the_pod(runpod_emulator, tmp_path):
+    """preflight.train=true: upload and train through the same stages a full run uses, for preflight.steps steps
+    (the tiny random model here; model=qwen3_0_6b on a real pod)."""
+    emu, run_dir = runpod_emulator, tmp_path / "run"
+    run = run_lorapod(*preflight(emu, tmp_path / "disk", pod_python(), "preflight.require_gpu=false",
+                                 "preflight.train=true", "preflight.steps=3", "model=tiny"),
+                      run_dir=run_dir, env=env_for(emu))
+    assert run.proc.returncode == 0, run.output
+    train = row(run, "train")
+    assert train["status"] == "ok" and train["detail"].startswith("3 steps of tiny with unsloth on cpu"), train
+    assert '"event": "step"' in (run_dir / "train.log").read_text()
+    assert_nothing_billing_and_data_kept(emu, run)
+
+
+def test_a_gpu_pod_without_a_gpu_or_libraries_fails_and_is_still_deleted(runpod_emulator, tmp_path):
+    """The default for gpu=rtx5090 requires a GPU; the test venv's interpreter also lacks bitsandbytes."""
+    emu, run_dir = runpod_emulator, tmp_path / "run"
+    run = run_lorapod(*preflight(emu, tmp_path / "disk", PYTHON), run_dir=run_dir, env=env_for(emu))
+    assert run.proc.returncode == 1, run.output
+    assert run.summary["failed_stage"] == "preflight"
+    assert "cuda" in run.summary["error"] and "bitsandbytes" in run.summary["error"]
+    assert row(run, "gpu")["status"] == "no GPU" and row(run, "bitsandbytes")["status"] == "fail"
+    assert "No module named 'bitsandbytes'" in row(run, "bitsandbytes")["detail"]
+    assert run.summary["stages"]["report"]["status"] == "succeeded" and "cost: pod up" in run.output
+    assert run.summary["pod"]["terminated"] is True
+    assert_nothing_billing_and_data_kept(emu, run)
+
+
+def test_preflight_rents_the_cheapest_cloud_of_the_gpu_asked_for_and_no_fallback(runpod_emulator, tmp_path):
+    emu, run_dir = runpod_emulator, tmp_path / "run"
+    offer = next(o for o in emu.catalog if o.id == RTX5090)
+    offer.secure_price = offer.community_price - 0.1  # SECURE is cheaper today: it goes first
+    emu.faults.no_capacity(RTX5090, ["SECURE"])
+    emu.faults.no_capacity(RTX5090, ["COMMUNITY"])
+    run = run_lorapod(*preflight(emu, tmp_path / "disk", PYTHON), run_dir=run_dir, env=env_for(emu))
+    assert run.proc.returncode == 1 and run.summary["failed_stage"] == "deploy", run.output
+    tried = [(r.body["gpu"]["id"], r.body["cloud"]) for r in creates(emu)]
+    assert tried == [(RTX5090, "SECURE"), (RTX5090, "COMMUNITY")], tried
+    assert RTX4090 not in str(tried)  # rtx5090's fallback would not prove sm_120
+    assert "cost: nothing was rented" in run.output
+    assert emu.pods == {}
+
+
+def test_the_pod_side_checks_report_every_line_under_any_interpreter(tmp_path):
+    """Under this test venv (torch for CPU, no bitsandbytes): one JSON line per check, a failed import as a
+    fail line, and the GPU lines as "no GPU"."""
+    out = subprocess.run([PYTHON, str(REPO / "remote_image" / "preflight_checks.py")], capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["check"] for r in rows] == ["interpreter", "torch", "cuda", "gpu", "bitsandbytes", "triton",
+                                           "xformers", "unsloth"]
+    assert {r["check"]: r["status"] for r in rows}["cuda"] == "no GPU"
+    assert {r["check"]: r["status"] for r in rows}["bitsandbytes"] == "fail"
