@@ -9,16 +9,20 @@ import re
 import subprocess
 
 
+from tests.closure_seed import pod_python_request, seed_closure
 from tests.conftest import PYTHON, REPO, run_lorapod
-from tests.remote_image.test_train_unsloth import pod_python
 from tests.test_runpod_e2e import RTX4090, RTX5090, assert_nothing_billing_and_data_kept, creates, env_for
 
 TABLE_LINE = r"^\s+{check}\s+{status}\s"
 
 
-def preflight(emu, workdir, python: str, *extra: str) -> list[str]:
+def preflight(emu, workdir, python: str | None, *extra: str) -> list[str]:
+    """The issue's command against the emulator. python=None: the default image's way, the closure's venv
+    (seeded on the pod's disk as a network volume holds it after a first run); else that interpreter."""
+    where = [f"remote.python={python}"] if python else \
+        [f"image.base_python={pod_python_request()}"] if seed_closure(workdir) else []
     return ["gpu=rtx5090", "pipeline=preflight", f"provider.api_url={emu.url}", f"remote.workdir={workdir}",
-            f"remote.python={python}", "image=runpod", "build.skip=true", *extra]
+            "image=runpod", "build.skip=true", *where, *extra]
 
 
 def row(run, check: str) -> dict:
@@ -27,13 +31,17 @@ def row(run, check: str) -> dict:
 
 def test_preflight_passes_against_the_emulator_with_no_gpu_lines(runpod_emulator, tmp_path):
     emu, run_dir = runpod_emulator, tmp_path / "run"
-    run = run_lorapod(*preflight(emu, tmp_path / "disk", pod_python(), "preflight.require_gpu=false"),
+    run = run_lorapod(*preflight(emu, tmp_path / "disk", None, "preflight.require_gpu=false"),
                       run_dir=run_dir, env=env_for(emu))
     assert run.proc.returncode == 0, run.output
     statuses = {r["check"]: r["status"] for r in run.summary["preflight"]}
-    assert statuses == {"ssh": "ok", "deadline": "ok", "interpreter": "ok", "torch": "ok", "cuda": "no GPU",
+    assert statuses == {"ssh": "ok", "deadline": "ok", "closure": "ok", "interpreter": "ok", "torch": "ok", "cuda": "no GPU",
                         "gpu": "no GPU", "bitsandbytes": "ok", "triton": "ok", "xformers": "ok", "unsloth": "ok"}
-    assert "Python 3.12" in row(run, "interpreter")["detail"] and "CUDA 12.8" in row(run, "torch")["detail"]
+    venv = run.state["outputs"]["closure"]["venv"]
+    assert "installed nothing" in row(run, "closure")["detail"] and venv in row(run, "closure")["detail"]
+    assert row(run, "interpreter")["detail"].startswith("Python 3.12") and f"at {venv}/bin/python" in \
+        row(run, "interpreter")["detail"]
+    assert "CUDA 12.8" in row(run, "torch")["detail"]
     assert "first contact: the image announces none" in row(run, "ssh")["detail"]
     # The table comes after the pod is gone, with what it cost.
     log = run.output
@@ -55,7 +63,7 @@ def test_preflight_train_runs_a_short_real_training_on_the_pod(runpod_emulator, 
     """preflight.train=true: upload and train through the same stages a full run uses, for preflight.steps steps
     (the tiny random model here; model=qwen3_0_6b on a real pod)."""
     emu, run_dir = runpod_emulator, tmp_path / "run"
-    run = run_lorapod(*preflight(emu, tmp_path / "disk", pod_python(), "preflight.require_gpu=false",
+    run = run_lorapod(*preflight(emu, tmp_path / "disk", None, "preflight.require_gpu=false",
                                  "preflight.train=true", "preflight.steps=3", "model=tiny"),
                       run_dir=run_dir, env=env_for(emu))
     assert run.proc.returncode == 0, run.output
