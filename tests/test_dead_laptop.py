@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PYTHON, Background, fake_key, run_lorapod, wait_for
-from tests.test_runpod_e2e import assert_nothing_billing_and_data_kept, canonical, env_for, reap
+from tests.conftest import Background, fake_key, run_lorapod, wait_for
+from tests.test_runpod_e2e import LORAPOD, assert_nothing_billing_and_data_kept, canonical, env_for, reap
 
 HEARTBEAT_TIMEOUT_S = 10  # short for a test, long enough for a busy CI machine to keep beating
 MARGIN_S = 45  # the watchdog's poll, its requests and a busy CI machine; never a measured duration
@@ -25,9 +25,8 @@ GUARDED = (f"provider.heartbeat_timeout_s={HEARTBEAT_TIMEOUT_S}", "provider.hear
 CREDENTIAL = {"lorapod": "/run/lorapod/credentials", "runpod": "/proc/1/environ"}
 # Published images: nothing starts the watchdog from boot. RunPod's official image keeps a shell as PID 1 (its
 # variables readable in /proc/1/environ); of Unsloth's the emulator takes the harsher reading, sshd as PID 1.
-IMAGES = {"lorapod": (), "runpod": ("image=unsloth", "image.ref=docker.io/runpod/pytorch:1.0.2-cu1281-torch280-ubuntu2404",
-                                    f"remote.python={PYTHON}"),
-          "unsloth": ("image=unsloth", f"remote.python={PYTHON}")}
+# (canonical() sets remote.python, so no closure is installed at probe.)
+IMAGES = {"lorapod": LORAPOD, "runpod": (), "unsloth": ("image=unsloth",)}
 
 
 @pytest.fixture
