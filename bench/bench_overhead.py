@@ -24,7 +24,7 @@ from tests.emulator import RunPodEmulator  # noqa: E402  (real HTTP; each pod a 
 def one_run(emu: RunPodEmulator, work: Path, n: int) -> dict:
     run_dir = work / f"run{n}"
     cmd = [sys.executable, "run.py", "gpu=rtx5090", f"provider.api_url={emu.url}", f"remote.workdir={work / 'pod'}",
-           f"remote.python={sys.executable}", "build.skip=true", "image.tag=bench", "train.max_steps=10",
+           f"remote.python={sys.executable}", "build.skip=true", "train.max_steps=10",
            f"hydra.run.dir={run_dir}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_")}
     env["RUNPOD_API_KEY"] = emu.api_key

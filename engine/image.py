@@ -21,6 +21,7 @@ from engine.context import PROJECT_ROOT, RunContext
 from engine.hashing import sha256_file
 
 TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 REPOSITORY = re.compile(r"[a-z0-9]+([._-][a-z0-9]+)*(:\d+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*")
 DOCKER_HUB = "docker.io"
 
@@ -30,6 +31,9 @@ class ImageRef:
     registry: str  # host[:port]; Docker Hub is docker.io
     name: str  # the repository path on that registry (Docker Hub's official images under library/)
     reference: str  # a tag or a sha256 digest
+
+    def __str__(self) -> str:
+        return f"{self.registry}/{self.name}{'@' if ':' in self.reference else ':'}{self.reference}"
 
 
 def context_dir(image: DictConfig) -> Path | None:
@@ -107,21 +111,42 @@ def context_tag(context: Path) -> str:
 
 
 def check_config(cfg: DictConfig) -> list[tuple[str, str]]:
-    """Problems with the `image` group, as (key, rule): a published image needs a tag, a built one a Dockerfile."""
+    """Problems with the `image` group, as (key, rule): an image lorapod builds needs a repository of the user's
+    own and a Dockerfile, a published one a repository and tag; the pod settings must make sense."""
     image, problems = cfg.image, []
+    if not image.ssh_key_env:
+        problems.append(("image.ssh_key_env", "must name at least one variable: the image starts sshd with the "
+                                              "public key it finds there (RunPod's and Unsloth's read PUBLIC_KEY)"))
+    for name in image.ssh_key_env or []:
+        if not ENV_NAME.fullmatch(str(name)):
+            problems.append(("image.ssh_key_env", f"{name!r} is not an environment variable name (letters, digits "
+                                                  "and '_', not starting with a digit)"))
+    if image.ready_timeout_s is not None and image.ready_timeout_s <= 0:
+        problems.append(("image.ready_timeout_s", f"must be > 0, or null for provider.ready_timeout_s "
+                                                  f"(got {image.ready_timeout_s})"))
     if image.ref:
         try:
             parse_ref(image.ref)
         except ValueError as exc:
             problems.append(("image.ref", f"{exc}: write repository:tag or repository@sha256:..."))
         return problems
-    if not REPOSITORY.fullmatch(image.repository):
+    context = context_dir(image)
+    if image.repository is None:
+        if context is not None:
+            # No default namespace, ever: whoever owned it would receive every user's training data.
+            problems.append(("image.repository", f"is required for image={image.name}, an image you build and "
+                                                 f"push yourself: image.repository=docker.io/<you>/lorapod-trainer "
+                                                 f"(a repository you can push to, after `docker login`); or drop "
+                                                 f"image={image.name} to use RunPod's image, the default"))
+        else:
+            problems.append(("image.repository", "is required for a published image: the registry/name to "
+                                                 "deploy, e.g. docker.io/runpod/pytorch"))
+    elif not REPOSITORY.fullmatch(image.repository):
         problems.append(("image.repository", f"must be a lowercase registry/name such as docker.io/you/trainer "
                                              f"(got {image.repository!r})"))
     if image.tag is not None and not TAG.fullmatch(image.tag):
         problems.append(("image.tag", f"must be 1-128 letters, digits, '_', '.' or '-', not starting with '.' or "
                                       f"'-' (got {image.tag!r})"))
-    context = context_dir(image)
     if context is None and image.tag is None:
         problems.append(("image.tag", "is required for a published image (image.context is null, so there is "
                                       "nothing to hash): name the tag to deploy"))

@@ -30,6 +30,7 @@ def build(ctx: RunContext) -> dict:
         "seconds": round((state.ended_at or 0) - state.started_at, 3) if state.ended_at else None,
         "stages": {n: {"status": r.status, "seconds": r.seconds} for n, r in state.stages.items()},
         "pod": state.pod,
+        "image": state.outputs.get("image"),  # the reference deployed, and its digest when the registry named one
         "billed_seconds": seconds,
         "cost_usd_estimate": round(seconds / 3600 * price, 4) if seconds else 0.0,
         "overhead": state.outputs.get("overhead"),

@@ -23,6 +23,15 @@ def test_canonical_command_rents_an_rtx5090_with_rank_16():
     assert cfg["lora"]["r"] == 16
 
 
+def test_the_canonical_command_deploys_runpods_official_image_and_nothing_of_a_lorapod_namespace():
+    run = run_lorapod("gpu=rtx5090", "lora.r=16", "--cfg", "job")  # no RUNPOD_API_KEY: --cfg needs none
+    assert run.proc.returncode == 0, run.output
+    image = yaml.safe_load(run.proc.stdout)["image"]
+    assert (image["name"], image["repository"], image["context"]) == ("runpod", "docker.io/runpod/pytorch", None)
+    assert "docker.io/runpod/pytorch" in run.proc.stdout
+    assert "docker.io/lorapod" not in run.output
+
+
 def test_explicit_provider_wins_over_the_gpu_option():
     cfg = cfg_job("gpu=rtx5090", "provider=local")
     assert cfg["provider"]["name"] == "local"

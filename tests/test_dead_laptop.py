@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PYTHON, Background, fake_key, run_lorapod, wait_for
-from tests.test_runpod_e2e import assert_nothing_billing_and_data_kept, canonical, env_for, reap
+from tests.conftest import Background, fake_key, run_lorapod, wait_for
+from tests.test_runpod_e2e import LORAPOD, assert_nothing_billing_and_data_kept, canonical, env_for, reap
 
 HEARTBEAT_TIMEOUT_S = 10  # short for a test, long enough for a busy CI machine to keep beating
 MARGIN_S = 45  # the watchdog's poll, its requests and a busy CI machine; never a measured duration
@@ -25,9 +25,10 @@ GUARDED = (f"provider.heartbeat_timeout_s={HEARTBEAT_TIMEOUT_S}", "provider.hear
 CREDENTIAL = {"lorapod": "/run/lorapod/credentials", "runpod": "/proc/1/environ"}
 # Published images: nothing starts the watchdog from boot. RunPod's official image keeps a shell as PID 1 (its
 # variables readable in /proc/1/environ); of Unsloth's the emulator takes the harsher reading, sshd as PID 1.
-IMAGES = {"lorapod": (), "runpod": ("image=unsloth", "image.ref=docker.io/runpod/pytorch:1.0.2-cu1281-torch280-ubuntu2404",
-                                    f"remote.python={PYTHON}"),
-          "unsloth": ("image=unsloth", f"remote.python={PYTHON}")}
+# (canonical() sets remote.python, so no closure is installed at probe.)
+IMAGES = {"lorapod": LORAPOD, "runpod": (), "unsloth": ("image=unsloth",)}
+# Where each image reads the login key (image.ssh_key_env): Unsloth's reads SSH_KEY before PUBLIC_KEY.
+KEY_VARIABLES = {"lorapod": ("PUBLIC_KEY", "SSH_PUBLIC_KEY"), "unsloth": ("SSH_KEY", "PUBLIC_KEY", "SSH_PUBLIC_KEY")}
 
 
 @pytest.fixture
@@ -146,6 +147,9 @@ def test_a_deadline_that_cannot_work_is_reported_not_armed(runpod_emulator, work
     emu.pod_key = pod_key
     run = run_lorapod(*args(emu, workdir, image, "train.max_steps=3"), run_dir=run_dir, env=env_for(emu))
     assert run.proc.returncode == 0, run.output
+    [pod] = emu.pods.values()
+    public_key = (run_dir / "ssh" / "id_ed25519.pub").read_text().strip()
+    assert all(pod.request["env"][name] == public_key for name in KEY_VARIABLES[image]), pod.request["env"].keys()
     deadline = run.summary["deadline"]
     assert deadline["armed"] is False and why in deadline["reason"], deadline
     assert "THE POD'S DEADLINE IS NOT ARMED" in run.output and "provider.watchdog_api_key_env" in run.output

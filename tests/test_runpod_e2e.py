@@ -17,14 +17,22 @@ import pytest
 
 from tests.conftest import PYTHON, REPO, Background, Run, fake_key, lorapod_env, run_lorapod, wait_for
 from tests.emulator import CAPACITY_DETAILS
+from tests.registry import loopback_registry
+
 RTX5090, RTX4090 = "NVIDIA GeForce RTX 5090", "NVIDIA GeForce RTX 4090"
 
 
+RUNPOD_IMAGE = "docker.io/runpod/pytorch:1.0.2-cu1281-torch280-ubuntu2404"  # the default, conf/image/runpod.yaml
+# lorapod's own image, in a repository of the user's (the emulator runs start.sh for references naming lorapod).
+LORAPOD_REPOSITORY = "docker.io/tester/lorapod-trainer"
+LORAPOD = ("image=lorapod", f"image.repository={LORAPOD_REPOSITORY}", "image.tag=e2e")
+
+
 def canonical(emu, workdir: Path, *extra: str) -> list[str]:
-    """The issue's command: the GPU, where the API is, where the pod's disk is, its python, and the image
-    settings that keep it from asking a real registry."""
+    """The issue's command: the GPU, where the API is, where the pod's disk is, its python (a set remote.python
+    installs no closure at probe), and build.skip, which keeps it from asking a real registry."""
     return ["gpu=rtx5090", f"provider.api_url={emu.url}", f"remote.workdir={workdir}", f"remote.python={PYTHON}",
-            "build.skip=true", "image.tag=e2e", *extra]
+            "build.skip=true", *extra]
 
 
 def env_for(emu, **extra) -> dict:
@@ -56,29 +64,66 @@ def test_rents_trains_fetches_and_deletes(runpod_emulator, workdir, run_dir):
     [pod] = emu.pods.values()
     sent = pod.request
     assert sent["name"] == f"lorapod-{summary['run_id']}"
-    assert sent["image"] == "docker.io/lorapod/trainer:e2e"
+    assert sent["image"] == RUNPOD_IMAGE and pod.image_kind == "runpod"
+    assert summary["image"] == {"ref": RUNPOD_IMAGE, "digest": None, "checked": False}  # build.skip=true
     assert sent["gpu"] == {"id": RTX5090, "count": 1, "minCudaVersion": "12.8"}
     assert sent["cloud"] == "COMMUNITY" and sent["ports"] == ["22/tcp"]
     public_key = (run_dir / "ssh" / "id_ed25519.pub").read_text().strip()
     assert sent["env"]["PUBLIC_KEY"] == sent["env"]["SSH_PUBLIC_KEY"] == public_key
     assert int(sent["env"]["LORAPOD_MAX_RUNTIME_S"]) > 0 and sent["env"]["LORAPOD_HEARTBEAT_FILE"]
-    # The host key we pinned is the one the pod announced in its log, not just whatever answered.
-    announced = re.findall(r"lorapod-host-key: (\S+) (SHA256:\S+)", pod.log.text())
-    pinned = (run_dir / "ssh" / "known_hosts").read_text().split()
-    assert announced and pinned[1] == announced[0][0]
-    # The watchdog was armed over SSH, with the key start.sh saved (the emulator's default pod key may only
-    # use GraphQL), and the heartbeat exists.
+    # RunPod's start script names no host key in the log: the key is pinned at first contact.
+    assert "lorapod-host-key:" not in pod.log.text() and "pinning at first contact" not in run.output
+    assert len((run_dir / "ssh" / "known_hosts").read_text().splitlines()) == 1
+    # The watchdog was armed over SSH with the pod key from PID 1's environment (a shell there keeps it), and
+    # the heartbeat exists.
     remote = workdir / f"lorapod-{summary['run_id']}"
     assert (remote / "watchdog.py").is_file() and (remote / "heartbeat").is_file()
     deadline = summary["deadline"]
-    assert deadline["armed"] is True and deadline["read"] == "graphql", deadline
-    assert "/run/lorapod/credentials" in deadline["credential"] and "graphql" in deadline["methods"]
+    assert deadline["armed"] is True and "/proc/1/environ" in deadline["credential"], deadline
     assert summary["overhead"]["ready_to_train_excl_upload_s"] is not None
     for path in run_dir.rglob("*"):
         if path.is_file():
             assert emu.api_key not in path.read_text(errors="ignore"), path
     assert emu.api_key not in run.output
     assert_nothing_billing_and_data_kept(emu, run)
+
+
+def test_your_own_image_is_created_by_digest_announces_its_host_key_and_saves_the_pod_key(
+        runpod_emulator, workdir, run_dir):
+    """image=lorapod: the build stage finds the tag in the (loopback) registry and the pod is created by the
+    digest it answered with; start.sh announces the host key in the log and saves the pod key for the watchdog."""
+    emu = runpod_emulator
+    with loopback_registry() as registry:
+        digest = registry.add("tester/lorapod-trainer", "e2e")
+        args = [a for a in canonical(emu, workdir, *LORAPOD, "train.max_steps=3") if a != "build.skip=true"]
+        run = run_lorapod(*args, f"build.registry_url={registry.url}", run_dir=run_dir, env=env_for(emu))
+    assert run.proc.returncode == 0, run.output
+    [pod] = emu.pods.values()
+    assert pod.request["image"] == f"{LORAPOD_REPOSITORY}@{digest}" and pod.image_kind == "lorapod"
+    assert run.summary["image"]["digest"] == digest and run.summary["image"]["tag"] == "e2e"
+    public_key = (run_dir / "ssh" / "id_ed25519.pub").read_text().strip()
+    assert pod.request["env"]["SSH_PUBLIC_KEY"] == public_key
+    # The host key we pinned is the one the pod announced in its log, not just whatever answered.
+    announced = re.findall(r"lorapod-host-key: (\S+) (SHA256:\S+)", pod.log.text())
+    pinned = (run_dir / "ssh" / "known_hosts").read_text().split()
+    assert announced and pinned[1] == announced[0][0]
+    # The watchdog was armed over SSH, with the key start.sh saved (the emulator's default pod key may only
+    # use GraphQL).
+    deadline = run.summary["deadline"]
+    assert deadline["armed"] is True and deadline["read"] == "graphql", deadline
+    assert "/run/lorapod/credentials" in deadline["credential"] and "graphql" in deadline["methods"]
+    assert_nothing_billing_and_data_kept(emu, run)
+
+
+def test_your_own_image_without_a_repository_stops_before_any_api_call(runpod_emulator, workdir, run_dir):
+    emu = runpod_emulator
+    run = run_lorapod("gpu=rtx5090", f"provider.api_url={emu.url}", f"remote.workdir={workdir}", "image=lorapod",
+                      run_dir=run_dir, env=env_for(emu))
+    assert run.proc.returncode == 2, run.output
+    assert "image.repository: is required for image=lorapod" in run.output
+    assert "image.repository=docker.io/<you>/lorapod-trainer" in run.output and "drop image=lorapod" in run.output
+    assert run.summary["failed_stage"] == "config" and set(run.summary["stages"]) == {"config"}
+    assert emu.requests == [] and emu.pods == {}
 
 
 def test_capacity_falls_back_to_the_next_cloud_and_gpu_with_a_table(runpod_emulator, workdir, run_dir):
@@ -246,13 +291,19 @@ def test_terminate_deletes_every_pod_with_the_run_name(runpod_emulator, workdir,
     assert run.summary["pod"]["id"] == ours.id and f"deleting pod {duplicate}, also named {ours.name}" in run.output
 
 
-def test_a_pod_that_never_gets_ready_shows_its_log_and_is_deleted(runpod_emulator, workdir, run_dir):
+@pytest.mark.parametrize("timeouts, key", [
+    (("provider.ready_timeout_s=4",), "provider.ready_timeout_s"),
+    # An image's own timeout (a 27 GB image pulls for many minutes) wins over the provider's.
+    (("provider.ready_timeout_s=3600", "image.ready_timeout_s=4"), "image.ready_timeout_s"),
+])
+def test_a_pod_that_never_gets_ready_shows_its_log_and_is_deleted(runpod_emulator, workdir, run_dir, timeouts, key):
     emu = runpod_emulator
     emu.faults.never_ready = True
-    run = run_lorapod(*canonical(emu, workdir, "provider.ready_timeout_s=4", "provider.poll_interval_s=0.5"),
+    run = run_lorapod(*canonical(emu, workdir, *timeouts, "provider.poll_interval_s=0.5"),
                       run_dir=run_dir, env=env_for(emu))
     assert run.proc.returncode == 1
     assert run.summary["failed_stage"] == "probe"
+    assert f"was not ready (RUNNING with a public TCP port 22) within 4s ({key};" in run.summary["error"]
     assert "container log:" in run.output and "CUDA" in run.output
     assert run.summary["stages"]["terminate"]["status"] == "succeeded"
     assert_nothing_billing_and_data_kept(emu, run)

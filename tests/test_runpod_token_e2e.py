@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import fake_hf_token, run_lorapod
-from tests.test_runpod_e2e import assert_nothing_billing_and_data_kept, canonical, env_for
+from tests.test_runpod_e2e import LORAPOD, assert_nothing_billing_and_data_kept, canonical, env_for
 
 
-def test_the_token_is_in_the_pods_run_not_on_the_volume_and_gone_after(runpod_emulator, tmp_path, run_dir):
+@pytest.mark.parametrize("image", [(), LORAPOD], ids=["runpod", "lorapod"])
+def test_the_token_is_in_the_pods_run_not_on_the_volume_and_gone_after(runpod_emulator, tmp_path, run_dir, image):
     emu, workdir, token = runpod_emulator, tmp_path / "volume", fake_hf_token("volume")
-    run = run_lorapod(*canonical(emu, workdir, "train.max_steps=3"), run_dir=run_dir,
+    run = run_lorapod(*canonical(emu, workdir, "train.max_steps=3", *image), run_dir=run_dir,
                       env=env_for(emu, HF_TOKEN=token))
     assert run.proc.returncode == 0, run.output
     env = json.loads((run_dir / "result.json").read_text())["env"]

@@ -14,7 +14,8 @@ Terminate deletes every pod with the run's name, not only the recorded one.
 Ready means RUNNING *and* a public TCP mapping of port 22 (`ssh.direct`, else the `runtime.ports` entry
 with private 22, type tcp and an ip — never the udp one). A host that shows no public IP for
 provider.public_ip_timeout_s has its pod deleted and the next candidate created; a pod that never gets
-there within provider.ready_timeout_s has its container log shown and is deleted.
+there within image.ready_timeout_s (else provider.ready_timeout_s) has its container log shown and is
+deleted.
 """
 from __future__ import annotations
 
@@ -161,8 +162,10 @@ class RunPodProvider:
         _, public_key = run_keypair(self.ctx.run_dir / "ssh", self.ctx.pod_name)
         from engine.deadline import deadline_env
 
-        # Both names: lorapod's image reads SSH_PUBLIC_KEY, RunPod's and Unsloth's images read PUBLIC_KEY.
-        return {**spec.env, "PUBLIC_KEY": public_key, "SSH_PUBLIC_KEY": public_key, **deadline_env(self.ctx)}
+        # Every variable the image may read its login key from (image.ssh_key_env): lorapod's reads SSH_PUBLIC_KEY,
+        # RunPod's PUBLIC_KEY, Unsloth's SSH_KEY before PUBLIC_KEY.
+        keys = {name: public_key for name in self.ctx.cfg.image.ssh_key_env}
+        return {**spec.env, **keys, **deadline_env(self.ctx)}
 
     def _catalog(self, candidates: list[tuple[dict, str]]) -> dict[str, dict]:
         """RunPod's GPU types by id; an id it does not offer at all is a config error worth stopping for."""
@@ -353,7 +356,8 @@ class RunPodProvider:
 
     def _wait_one(self, pod: Pod) -> Endpoint | None:
         """The pod's SSH endpoint, or None when its host has shown no public IP for public_ip_timeout_s."""
-        deadline = time.monotonic() + self.settings.ready_timeout_s
+        timeout_s, timeout_key = self.ready_timeout()
+        deadline = time.monotonic() + timeout_s
         last, unreachable_since = None, None
         while time.monotonic() < deadline:
             info = self.api.get_pod(pod.id)
@@ -379,8 +383,16 @@ class RunPodProvider:
                 unreachable_since = None
             time.sleep(self.settings.poll_interval_s)
         raise ProviderError(f"pod {pod.id} was not ready (RUNNING with a public TCP port 22) within "
-                            f"{self.settings.ready_timeout_s:.0f}s (last status {last})\n{self._log_tail(pod)}",
-                            "the container log above says why; it will be deleted now")
+                            f"{timeout_s:.0f}s ({timeout_key}; last status {last})\n{self._log_tail(pod)}",
+                            f"the container log above says why; it will be deleted now (a big image may need a "
+                            f"longer {timeout_key})")
+
+    def ready_timeout(self) -> tuple[float, str]:
+        """How long a pod may take to be ready, and the key that says so: the image's own (a 27 GB image pulls
+        for many minutes), else the provider's."""
+        if self.ctx.cfg.image.ready_timeout_s:
+            return float(self.ctx.cfg.image.ready_timeout_s), "image.ready_timeout_s"
+        return float(self.settings.ready_timeout_s), "provider.ready_timeout_s"
 
     def _replace(self, pod: Pod) -> Pod:
         waited = self.settings.public_ip_timeout_s

@@ -17,7 +17,7 @@ from tests.sshd import Pinned
 RTX5090, RTX4090 = "NVIDIA GeForce RTX 5090", "NVIDIA GeForce RTX 4090"
 # RunPod's official image (runpod.md), which the emulator runs as its stand-in: what a test gets by default.
 RUNPOD_IMAGE = "runpod/pytorch:1.0.2-cu1281-torch280-ubuntu2404"
-LORAPOD_IMAGE = "docker.io/lorapod/trainer:e2e"  # lorapod's own: remote_image/start.sh is PID 1
+LORAPOD_IMAGE = "docker.io/tester/lorapod-trainer:e2e"  # lorapod's own, in a user's repository: start.sh is PID 1
 HOST_KEY_LINE = re.compile(r"lorapod-host-key: (\S+) (SHA256:[A-Za-z0-9+/]+)")
 needs_root = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="sshd's privilege separation and a pod's namespaces need root")

@@ -16,7 +16,7 @@ from tests.emulator.pod import IMAGES, image_kind
 
 CONTAINER_VARIABLES = ("RUNPOD_POD_ID", "RUNPOD_API_KEY", "PUBLIC_KEY", "SSH_PUBLIC_KEY", "RUNPOD_TCP_PORT_22",
                        "HF_TOKEN")
-UNSLOTH_IMAGE = "docker.io/unsloth/unsloth:2026.10.9"  # an image whose entrypoint nothing here documents
+UNSLOTH_IMAGE = "docker.io/unsloth/unsloth:studio"  # an image whose entrypoint nothing here documents
 IMAGE_KINDS = [RUNPOD_IMAGE, LORAPOD_IMAGE, UNSLOTH_IMAGE]
 
 
