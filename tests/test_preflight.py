@@ -22,7 +22,7 @@ def preflight(emu, workdir, python: str | None, *extra: str) -> list[str]:
     where = [f"remote.python={python}"] if python else \
         [f"image.base_python={pod_python_request()}"] if seed_closure(workdir) else []
     return ["gpu=rtx5090", "pipeline=preflight", f"provider.api_url={emu.url}", f"remote.workdir={workdir}",
-            "image=runpod", "build.skip=true", *where, *extra]
+            "build.skip=true", *where, *extra]
 
 
 def row(run, check: str) -> dict:
