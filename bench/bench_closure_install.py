@@ -322,6 +322,9 @@ def main() -> None:
             for i in range(args.repeat):
                 print(f"round {i + 1}/{args.repeat}", file=sys.stderr)
                 rounds.append(one_round(python, uv, index, work, log))
+                print("  " + ", ".join(f"{label.split(' (')[0]} {row[0]:.2f} s" for label, row in rounds[-1].items()),
+                      file=sys.stderr, flush=True)
+            log.unlink()  # kept only when a step failed: the failure message points to it
         finally:
             shutil.rmtree(work, ignore_errors=True)
     finally:
@@ -331,7 +334,8 @@ def main() -> None:
     print(f"closure: {REQUIREMENTS.relative_to(REPO)}, {len(wheels)} wheels, {wheels_mb:.0f} MB, "
           "served from 127.0.0.1")
     print(f"python {python} ({version([python, '--version'])}); {version([python, '-m', 'pip', '--version'])}; "
-          f"{version([uv, '--version'])}; {os.cpu_count()} CPUs; median of {args.repeat}")
+          f"{version([uv, '--version'])}; {os.cpu_count()} CPUs, load average {os.getloadavg()[1]:.1f} (5 min); "
+          f"median of {args.repeat}")
     print(f"\n{'method':<52} {'seconds':>8} {'MB served':>10} {'venv MB':>8} {'vs pip':>7}")
     pip_s = statistics.median(r[next(iter(r))][0] for r in rounds)
     for label in rounds[0]:
