@@ -26,10 +26,11 @@ from engine.errors import StageError
 INSTALLER = PROJECT_ROOT / "remote_image" / "install_closure.sh"
 LINE_PREFIX = "lorapod-closure: "  # install_closure.sh's lines for the user
 NOTHING_TO_INSTALL = LINE_PREFIX + "nothing to install"
-# Every image lorapod deploys has one (RunPod's, Unsloth's, lorapod's own): what runs lorapod's stdlib-only
+# The images whose closure probe installs have one (RunPod's: python3 is its 3.12): it runs lorapod's stdlib-only
 # helpers on the pod before the closure's venv exists.
 IMAGE_PYTHON = "python3"
 TAIL_LINES = 15  # of the installer's output, in the error when it fails
+TIMED_OUT = (124, 137)  # timeout(1)'s status when the limit passed (137: it had to KILL)
 
 
 def requirements_file(cfg) -> Path | None:
@@ -92,8 +93,11 @@ def install(ctx: RunContext) -> dict:
     installer, remote_requirements = posixpath.join(rdir, INSTALLER.name), posixpath.join(rdir, "requirements.txt")
     ctx.transport.put(INSTALLER, installer)
     ctx.transport.put(requirements, remote_requirements)
-    args = ["bash", installer, "--venv", venv, "--requirements", remote_requirements,
-            "--python", str(cfg.image.base_python)]
+    limit = int(cfg.image.install_timeout_s)
+    # coreutils timeout signals the whole process group (uv included); the installer's trap removes the partial
+    # venv. Without it a stuck download would hold a billing pod (the heartbeat keeps the watchdog satisfied).
+    args = ["timeout", "--kill-after=30", str(limit), "bash", installer, "--venv", venv,
+            "--requirements", remote_requirements, "--python", str(cfg.image.base_python), "--wait", str(limit)]
     if cfg.image.index_url:
         args += ["--index-url", str(cfg.image.index_url)]
     logger.info(f"the training closure ({requirements.name}) goes into {venv} on the pod")
@@ -108,6 +112,8 @@ def install(ctx: RunContext) -> dict:
     status = ctx.transport.exec(shlex.join(args), on_line=show)
     seconds = round(time.monotonic() - started, 3)
     record = {"hash": posixpath.basename(venv), "venv": venv, "installed": False, "seconds": seconds}
+    if status in TIMED_OUT:
+        said.append(f"{LINE_PREFIX}error: not finished within image.install_timeout_s ({limit}s): stopped")
     if status != 0:
         ctx.state.outputs["closure"] = {**record, "error": _last_error(said)}
         ctx.save()
@@ -139,6 +145,8 @@ def check_config(cfg, provider_cls) -> list[tuple[str, str]]:
         problems.append(("image.python", "is null and so is image.requirements: the pod would have no interpreter. "
                                          "Set image.python to the image's interpreter, or image.requirements to "
                                          "the closure probe installs (remote_image/requirements.txt)"))
+    if requirements is not None and image.install_timeout_s <= 0:
+        problems.append(("image.install_timeout_s", f"must be > 0 seconds (got {image.install_timeout_s})"))
     if requirements is not None and not str(image.base_python or "").strip():
         problems.append(("image.base_python", "must name the Python the closure's venv is made from: a version "
                                               "(3.12) or a path on the pod"))

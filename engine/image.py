@@ -50,6 +50,13 @@ def image_ref(image: DictConfig) -> str:
     return f"{image.repository}:{image.tag or context_tag(context_dir(image))}"
 
 
+def by_digest(ref: str, digest: str) -> str:
+    """`ref` (repository:tag or repository@digest) as repository@digest, the repository spelled as given."""
+    name = ref.partition("@")[0]
+    slash, colon = name.rfind("/"), name.rfind(":")
+    return f"{name[:colon] if colon > slash else name}@{digest}"
+
+
 def parse_ref(ref: str) -> ImageRef:
     name, _, digest = ref.partition("@")
     slash, colon = name.rfind("/"), name.rfind(":")

@@ -226,6 +226,7 @@ class ImageConfig:
     requirements: Optional[str] = None
     index_url: Optional[str] = None  # the package index that install uses; null: PyPI
     base_python: str = "3.12"  # the Python the closure's venv is made from: uv's --python (a version, or a pod path)
+    install_timeout_s: float = 1800.0  # the closure's install (or a wait for another run's) fails after this
     ssh_key_env: list[str] = field(default_factory=lambda: ["PUBLIC_KEY", "SSH_PUBLIC_KEY"])  # vars holding our key
     ready_timeout_s: Optional[float] = None  # overrides provider.ready_timeout_s: how long this image may take to pull
     logs_host_keys: bool = False  # the image prints start.sh's `lorapod-host-key:` lines, so the client can pin them

@@ -34,8 +34,8 @@ def build(ctx: RunContext) -> dict:
         "billed_seconds": seconds,
         "cost_usd_estimate": round(seconds / 3600 * price, 4) if seconds else 0.0,
         "overhead": state.outputs.get("overhead"),
-        "deadline": state.outputs.get("deadline"),
-        "preflight": state.outputs.get("preflight"),  # pipeline=preflight: one {check, status, detail} per line  # the pod's watchdog: armed, with which credential and ways
+        "deadline": state.outputs.get("deadline"),  # the pod's watchdog: armed, with which credential and ways
+        "preflight": state.outputs.get("preflight"),  # pipeline=preflight: one {check, status, detail} per line
         "metrics": {k: result.get(k) for k in ("train_loss", "eval_loss_before", "eval_loss_after", "steps")}
         if result else None,
         "paths": {

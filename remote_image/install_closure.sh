@@ -4,7 +4,7 @@
 # closure themselves (image=runpod); .ci/pod_closure.sh runs it on this machine for .venv-pod.
 #
 #   bash install_closure.sh --venv DIR --requirements FILE --python REQUEST [--index-url URL]
-#        [--root DIR] [--cache-dir DIR] [--uv PATH] [--progress-every SECONDS]
+#        [--root DIR] [--cache-dir DIR] [--uv PATH] [--progress-every SECONDS] [--wait SECONDS]
 #
 #   --venv DIR         the venv; lorapod names it <workdir>/.lorapod/venvs/<hash of FILE and REQUEST>
 #   --requirements     the closure, installed as the Dockerfile installs it: no dependency resolution of its
@@ -19,6 +19,8 @@
 #   --cache-dir DIR    uv's cache instead of <root>/cache/uv
 #   --uv PATH          this uv binary instead of finding one
 #   --progress-every   seconds between progress lines while installing (default 10): uv prints none without a TTY
+#   --wait SECONDS     the longest wait for another run's install of the same venv (DIR.lock; default 1800): a
+#                      lock that is never released must not keep a billing pod waiting
 #
 # Runs in an SSH session's fresh environment (no container variables, sshd's default PATH), needing bash, flock,
 # coreutils and, when no uv of the pinned version is found, python3 with pip. Its lines for the user start with
@@ -43,12 +45,12 @@ fail() {
 usage() {
     say "error: $*"
     say "usage: install_closure.sh --venv DIR --requirements FILE --python REQUEST [--index-url URL] [--root DIR]" \
-        "[--cache-dir DIR] [--uv PATH] [--progress-every SECONDS]"
+        "[--cache-dir DIR] [--uv PATH] [--progress-every SECONDS] [--wait SECONDS]"
     exit 2
 }
 absolute() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$PWD/$1" ;; esac; }
 
-venv="" requirements="" python_request="" index_url="" root="" cache="" uv_bin="" every=10
+venv="" requirements="" python_request="" index_url="" root="" cache="" uv_bin="" every=10 wait=1800
 while [[ $# -gt 0 ]]; do
     [[ $# -ge 2 ]] || usage "$1 needs a value"
     case "$1" in
@@ -60,6 +62,7 @@ while [[ $# -gt 0 ]]; do
         --cache-dir) cache=$2 ;;
         --uv) uv_bin=$2 ;;
         --progress-every) every=$2 ;;
+        --wait) wait=$2 ;;
         *) usage "unknown argument $1" ;;
     esac
     shift 2
@@ -68,6 +71,7 @@ done
 [[ -n "$requirements" ]] || usage "--requirements is required"
 [[ -n "$python_request" ]] || usage "--python is required"
 [[ "$every" =~ ^[1-9][0-9]*$ ]] || usage "--progress-every must be a whole number of seconds (got $every)"
+[[ "$wait" =~ ^[0-9]+$ ]] || usage "--wait must be a whole number of seconds (got $wait)"
 [[ -f "$requirements" && -r "$requirements" ]] || fail "the requirements file $requirements is not a readable file"
 [[ "${venv%/}" != "" ]] || usage "--venv must not be /"
 venv=$(absolute "${venv%/}")
@@ -103,8 +107,9 @@ command -v flock >/dev/null || fail "flock (util-linux) is not on PATH: it keeps
 mkdir -p "$(dirname "$venv")" || fail "cannot create $(dirname "$venv")"
 exec 9>"$venv.lock" || fail "cannot open the lock file $venv.lock"
 if ! flock -n 9; then
-    say "another run is installing this closure (lock $venv.lock): waiting for it"
-    flock 9
+    say "another run is installing this closure (lock $venv.lock): waiting for it, ${wait}s at most"
+    flock -w "$wait" 9 || fail "another run held $venv.lock for over ${wait}s: it may have died holding it on" \
+        "another pod (a network volume), or be stuck; run again, or delete $venv and $venv.lock from the volume"
 fi
 if ready; then
     nothing_to_install ", installed by another run meanwhile"
@@ -212,7 +217,13 @@ say "making $venv from Python $python_request with uv $("$uv_bin" --version | cu
     fail "uv venv could not make $venv from Python '$python_request' (uv's words above): is that interpreter on" \
         "the machine? Give --python a version it has, or a path"
 
-mb_cached() { du -sm "$cache" 2>/dev/null | cut -f1 || echo 0; }
+# du exits 1 when a file vanishes mid-walk (uv renames its temporary folders), and pipefail would make that the
+# pipeline's status: the size it printed is still good, and 0 stands in when it printed none.
+mb_cached() {
+    local mb
+    mb=$({ du -sm "$cache" 2>/dev/null || true; } | tail -n 1 | cut -f1)
+    printf '%s\n' "${mb:-0}"
+}
 mkdir -p "$cache" || fail "cannot create uv's cache $cache"
 before_mb=$(mb_cached)
 progress() {

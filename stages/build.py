@@ -27,16 +27,17 @@ from loguru import logger
 from engine import registry
 from engine.context import RunContext
 from engine.errors import ConfigError, StageError
-from engine.image import DOCKER_HUB, context_dir, image_ref, parse_ref
+from engine.image import DOCKER_HUB, by_digest, context_dir, image_ref, parse_ref
 from engine.stage import BaseStage
 
 # buildkit's plain progress: "#5 [builder 2/4] RUN ...", "#5 DONE 12.3s" are steps; "#5 1.234 ..." is output.
 _STEP_LINE = re.compile(r"#\d+ (?!\d+\.\d+ )")
 TAIL_LINES = 25
-SKIP_HINT = "or deploy a tag that was already pushed: build.skip=true image.tag=<tag>"
 # `docker buildx build --metadata-file` writes the pushed image's digest under this key
 # (docs.docker.com/reference/cli/docker/buildx/build/#metadata-file).
 METADATA_DIGEST = "containerimage.digest"
+# For an image lorapod builds, skipping the build needs the tag too (engine.registry's hint covers every image).
+SKIP_HINT = "or deploy a tag that was already pushed: build.skip=true image.tag=<tag>"
 
 
 class Build(BaseStage):
@@ -71,8 +72,11 @@ def check_published(ref: str, key: str, build) -> dict:
     pulls it anonymously too."""
     found = registry.lookup(parse_ref(ref), build.registry_url, build.timeout_s)
     if found.found:
-        logger.info(f"nothing to build: {ref} is in its registry ({found.digest})")
-        return {"ref": ref, "digest": found.digest, "checked": True}
+        # By the digest just checked: what the pod pulls is what was found, even if the tag moves meanwhile
+        # (image=unsloth's `studio` is rebuilt daily).
+        deployed = by_digest(ref, found.digest)
+        logger.info(f"nothing to build: {ref} is in its registry; deploying {deployed}")
+        return {"ref": deployed, "tag": ref, "digest": found.digest, "checked": True}
     if found.status == 404:
         why = f"is not in its registry ({found.host} answered HTTP 404)"
     else:

@@ -3,7 +3,8 @@ and check that its python and workdir are usable.
 
 The order matters: the run folder first (the watchdog and the installer go there), then the provider's
 after_connect (runpod: the heartbeat and the deadline watchdog), so that the pod is protected during an
-install that can take ten minutes, then the closure (engine/closure.py), then the interpreter it made.
+install that can take ten minutes, then the closure (engine/closure.py), then the interpreter it made. An image
+with its own interpreter has that checked before the watchdog, which runs under it.
 """
 from __future__ import annotations
 
@@ -32,15 +33,26 @@ class Probe(BaseStage):
         if ctx.transport.exec(f"mkdir -p {shlex.quote(rdir)}", on_line=lines.append) != 0:
             raise StageError(f"cannot create {rdir} on the pod: {' '.join(lines)[-200:]}",
                              "set remote.workdir to a writable folder")
+        # An image with its own interpreter has it checked first: a wrong remote.python must be named as such, not
+        # seen as a watchdog that did not start under it.
+        install = closure.needed(ctx)
+        if not install:
+            version = _check_python(ctx)
         after_connect = getattr(ctx.provider, "after_connect", None)
         if after_connect is not None:
             after_connect(ctx)
-        if closure.needed(ctx):
+        if install:
             closure.install(ctx)
-        python = ctx.remote_python
-        version: list[str] = []
-        check = f"{shlex.quote(python)} -c 'import sys; print(sys.version.split()[0])'"
-        if ctx.transport.exec(check, on_line=version.append) != 0:
-            raise StageError(f"the pod's python {python!r} does not run: {' '.join(version)[-200:]}",
-                             "set remote.python to the interpreter the image has (e.g. /opt/venv/bin/python)")
-        logger.info(f"pod ready: python {version[-1] if version else '?'} at {python}; run folder {rdir}")
+            version = _check_python(ctx)
+        logger.info(f"pod ready: python {version} at {ctx.remote_python}; run folder {rdir}")
+
+
+def _check_python(ctx: RunContext) -> str:
+    """The run's interpreter runs on the pod: its version, or a StageError naming the setting to fix."""
+    python = ctx.remote_python
+    version: list[str] = []
+    check = f"{shlex.quote(python)} -c 'import sys; print(sys.version.split()[0])'"
+    if ctx.transport.exec(check, on_line=version.append) != 0:
+        raise StageError(f"the pod's python {python!r} does not run: {' '.join(version)[-200:]}",
+                         "set remote.python to the interpreter the image has (e.g. /opt/venv/bin/python)")
+    return version[-1] if version else "?"

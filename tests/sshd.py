@@ -19,6 +19,8 @@ import pytest
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 PRIVSEP_DIR = Path("/run/sshd")
 MISSING = "OpenSSH's sshd is not installed (Debian: apt-get install openssh-server)"
+# The PATH sshd gives a root session (OpenSSH's default for root), which is all an emulated pod's session gets.
+SESSION_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def installed() -> bool:

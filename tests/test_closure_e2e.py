@@ -2,8 +2,14 @@
 (image.requirements) on the pod with remote_image/install_closure.sh, from a real package index on 127.0.0.1.
 
 The pod is the emulator's stand-in for RunPod's official image: its SSH sessions have sshd's default PATH and
-no uv, so the installer gets uv with the pod's python3 and pip, from the same index (the real uv wheel). The
-closure is two tiny wheels built here. No upload, train or fetch: the probe is what is under test.
+no uv of the installer's pinned version (RunPod's image has one in /bin, of whatever version was `latest` when it
+was built: official-templates/base/Dockerfile in runpod/containers), so the installer gets its uv with the pod's
+python3 and pip, from the same index (the real uv wheel). The closure is two tiny wheels built here. No upload,
+train or fetch: the probe is what is under test.
+
+image.base_python is this machine's interpreter by path: the emulated pod is this machine, which has no
+python3.12 on sshd's PATH. So the default request, "3.12" (uv finding /usr/bin/python3.12 on RunPod's image), is
+not run here; tests/remote_image/test_install_closure.py runs version requests against interpreters it has.
 """
 from __future__ import annotations
 
@@ -20,16 +26,16 @@ from engine.closure import closure_hash
 from tests.closure_seed import REQUIREMENTS, pod_python_request, seed_closure
 from tests.conftest import lorapod_env, run_lorapod
 from tests.pyindex import PackageIndex, build_wheel, repack_installed
+from tests.sshd import SESSION_PATH as SSHD_PATH  # what the pod's SSH sessions get
 
-SSHD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # what the pod's SSH sessions get
-BASE_PYTHON = os.path.realpath(sys.executable)  # the Python the venv is made from (the real image: python3.12)
+BASE_PYTHON = os.path.realpath(sys.executable)  # the Python the venv is made from (RunPod's image: 3.12)
 PINS = "lorapod-tiny-a==1.0\nlorapod-tiny-b==2.0\n"
 
 
 @pytest.fixture
 def index(tmp_path):
     if shutil.which("uv", path=SSHD_PATH):
-        pytest.skip("this machine has a uv on sshd's default PATH: RunPod's image, which has none, cannot be played")
+        pytest.skip("this machine has a uv on sshd's default PATH: the pip route to the pinned uv cannot be played")
     if subprocess.run(["python3", "-m", "pip", "--version"], env={"PATH": SSHD_PATH}, capture_output=True).returncode:
         pytest.skip("this machine's python3 on sshd's default PATH has no pip (RunPod's image has one)")
     index = PackageIndex(tmp_path / "wheels")
@@ -41,11 +47,12 @@ def index(tmp_path):
         yield index
 
 
-def closure_run(emu, index, workdir: Path, requirements: Path, run_dir: Path, base_python: str = BASE_PYTHON):
+def closure_run(emu, index, workdir: Path, requirements: Path, run_dir: Path, base_python: str = BASE_PYTHON,
+                *extra: str):
     return run_lorapod("gpu=rtx5090", "image=runpod", "build.skip=true", f"provider.api_url={emu.url}",
                        f"remote.workdir={workdir}", f"image.requirements={requirements}",
                        f"image.index_url={index.url}", f"image.base_python={base_python}",
-                       "~pipeline.stages.upload", "~pipeline.stages.train", "~pipeline.stages.fetch",
+                       "~pipeline.stages.upload", "~pipeline.stages.train", "~pipeline.stages.fetch", *extra,
                        run_dir=run_dir, env=lorapod_env(RUNPOD_API_KEY=emu.api_key))
 
 
@@ -114,6 +121,26 @@ def test_an_install_that_fails_deletes_the_pod_and_says_what_failed(runpod_emula
     venv = workdir / ".lorapod" / "venvs" / closure_hash(requirements, BASE_PYTHON)
     assert not venv.exists()
     assert run.state["outputs"]["closure"]["installed"] is False
+    assert_pod_deleted(emu)
+
+
+def test_an_install_that_hangs_is_stopped_at_its_limit_and_the_pod_deleted(runpod_emulator, index, tmp_path):
+    """A download that never finishes: the heartbeat keeps the watchdog satisfied, so only the install's own
+    limit (image.install_timeout_s) stands between it and hours of billing."""
+    emu, workdir = runpod_emulator, tmp_path / "volume"
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(PINS)
+    index.hold()  # the wheels never come
+    try:
+        run = closure_run(emu, index, workdir, requirements, tmp_path / "run", BASE_PYTHON,
+                          "image.install_timeout_s=20")
+    finally:
+        index.release()
+    assert run.proc.returncode == 1, run.output
+    assert run.summary["failed_stage"] == "probe" and run.summary["pod"]["terminated"] is True
+    assert "not finished within image.install_timeout_s (20s)" in run.summary["error"], run.summary["error"]
+    venv = workdir / ".lorapod" / "venvs" / closure_hash(requirements, BASE_PYTHON)
+    assert not venv.exists()  # timeout(1) signalled the installer, whose trap removed the partial venv
     assert_pod_deleted(emu)
 
 

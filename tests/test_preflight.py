@@ -19,8 +19,11 @@ TABLE_LINE = r"^\s+{check}\s+{status}\s"
 def preflight(emu, workdir, python: str | None, *extra: str) -> list[str]:
     """The issue's command against the emulator. python=None: the default image's way, the closure's venv
     (seeded on the pod's disk as a network volume holds it after a first run); else that interpreter."""
-    where = [f"remote.python={python}"] if python else \
-        [f"image.base_python={pod_python_request()}"] if seed_closure(workdir) else []
+    if python:
+        where = [f"remote.python={python}"]
+    else:
+        seed_closure(workdir)
+        where = [f"image.base_python={pod_python_request()}"]
     return ["gpu=rtx5090", "pipeline=preflight", f"provider.api_url={emu.url}", f"remote.workdir={workdir}",
             "build.skip=true", *where, *extra]
 
@@ -54,7 +57,7 @@ def test_preflight_passes_against_the_emulator_with_no_gpu_lines(runpod_emulator
     assert abs(float(cost.group(3)) - int(cost.group(1)) / 3600 * price) < 0.001
     # A few minutes at most: the pod's own deadline is the pipeline's cap, not the provider's six hours.
     [pod] = emu.pods.values()
-    assert pod.request["env"]["LORAPOD_MAX_RUNTIME_S"] == "900"
+    assert pod.request["env"]["LORAPOD_MAX_RUNTIME_S"] == "1200"
     assert run.summary["stages"]["report"]["status"] == "succeeded"
     assert_nothing_billing_and_data_kept(emu, run)
 
@@ -113,3 +116,15 @@ def test_the_pod_side_checks_report_every_line_under_any_interpreter(tmp_path):
                                            "xformers", "unsloth"]
     assert {r["check"]: r["status"] for r in rows}["cuda"] == "no GPU"
     assert {r["check"]: r["status"] for r in rows}["bitsandbytes"] == "fail"
+
+
+def test_a_cap_shorter_than_the_start_it_allows_is_a_config_error(runpod_emulator, tmp_path):
+    """image=unsloth may take 30 minutes to pull: preflight's 20-minute deadline would delete the pod the moment
+    it is reached. Caught before anything is rented."""
+    emu, run_dir = runpod_emulator, tmp_path / "run"
+    run = run_lorapod("gpu=rtx5090", "pipeline=preflight", "image=unsloth", "build.skip=true",
+                      f"provider.api_url={emu.url}", run_dir=run_dir, env=env_for(emu))
+    assert run.proc.returncode == 2, run.output
+    assert re.search(r"pipeline\.max_runtime_s: \(1200s\) must be more than image\.ready_timeout_s plus "
+                     r"probe\.timeout_s \(2100s\).*pipeline\.max_runtime_s=2700", run.output), run.output
+    assert emu.requests == []

@@ -111,6 +111,15 @@ class RunPodProvider:
         if p.network_volume_id and "SECURE" not in p.cloud_order:
             problems.append(("provider.network_volume_id", "needs SECURE in provider.cloud_order: network volumes "
                                                            "exist only in SECURE cloud"))
+        cap = cfg.pipeline.max_runtime_s
+        ready_key = "image.ready_timeout_s" if cfg.image.ready_timeout_s else "provider.ready_timeout_s"
+        start = float(cfg.image.ready_timeout_s or p.ready_timeout_s) + float(cfg.probe.timeout_s)
+        if cap and cap <= start:
+            # The watchdog counts from the create: a pod that takes the whole start it is allowed would be deleted
+            # by its own deadline the moment it is reached, before anything was checked.
+            problems.append(("pipeline.max_runtime_s", f"({cap}s) must be more than {ready_key} plus probe.timeout_s "
+                                                       f"({start:.0f}s), the longest start it allows, e.g. "
+                                                       f"pipeline.max_runtime_s={start + 600:.0f}"))
         return problems
 
     @property

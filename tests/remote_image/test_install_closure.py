@@ -22,9 +22,9 @@ from tests.closure_seed import REQUIREMENTS, pod_python_request, seed_closure
 from tests.conftest import REPO
 from tests.pyindex import PackageIndex, build_wheel, repack_installed
 from tests.remote_image.podside import REMOTE_IMAGE, WAIT_S, linter
+from tests.sshd import SESSION_PATH as SSHD_PATH  # what the pod's SSH sessions get
 
 INSTALLER = REMOTE_IMAGE / "install_closure.sh"
-SSHD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # OpenSSH's default for root
 UV = shutil.which("uv", path=str(Path(sys.executable).parent))  # the test extra's
 # What the venv is made from: a real interpreter, not this venv's link to one.
 BASE_PYTHON = os.path.realpath(sys.executable)
@@ -213,6 +213,40 @@ def test_two_installers_at_once_one_installs_and_the_other_waits_and_reuses(pod,
     assert "installed by another run meanwhile" in second.output()
     assert "installing 2 packages" not in second.output()
     assert len(index.downloads()) == 2, index.requests  # each wheel once
+    assert imports(venv, "lorapod_tiny_b") == "2.0"
+
+
+def test_a_lock_held_past_wait_fails_saying_so_and_installs_nothing(pod, index, spawn, tmp_path):
+    """A run that died holding the lock on another pod (a network volume) must not keep this pod waiting."""
+    venv = venv_for(pod)
+    index.hold()
+    holder = spawn(args(pod, venv, index.url), pod.env, tmp_path / "holder.log")
+    holder.wait_for_line("lorapod-closure: installing 2 packages")
+    done = install(pod, venv, index.url, None, "--wait", "1")
+    index.release()
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert said(done)[-1].startswith(f"error: another run held {venv}.lock for over 1s"), said(done)
+    assert holder.wait() == 0, holder.output()
+
+
+def test_a_python_version_is_found_on_the_sessions_path(pod, index):
+    """The default request is a version ("3.12" on RunPod's image, whose python3.12 is in /usr/bin): uv looks
+    for it on the session's PATH. Here, the version of a python3.X that sshd's PATH has."""
+    found = shutil.which("python3", path=SSHD_PATH)
+    if found is None:
+        pytest.skip("no python3 on sshd's default PATH")
+    version = subprocess.run([found, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                             capture_output=True, text=True).stdout.strip()
+    venv = pod.root / "venvs" / closure_hash(pod.requirements, version)
+    argv = args(pod, venv, index.url)
+    argv[argv.index("--python") + 1] = version
+    done = subprocess.run(argv, env=pod.env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads((venv / "lorapod-closure.json").read_text())["python"] == version
+    made_from = subprocess.run([str(venv / "bin" / "python"), "-c", "import sys; print(sys.base_prefix)"],
+                               capture_output=True, text=True).stdout.strip()
+    assert made_from == subprocess.run([found, "-c", "import sys; print(sys.base_prefix)"], capture_output=True,
+                                       text=True).stdout.strip()
     assert imports(venv, "lorapod_tiny_b") == "2.0"
 
 

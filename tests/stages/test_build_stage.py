@@ -238,13 +238,14 @@ def test_docker_without_a_login_says_what_to_do(tmp_path, registry, fake_docker,
     (("image=unsloth",), "unsloth/unsloth", "studio"),
     (("image.ref=docker.io/me/trainer:v2",), "me/trainer", "v2"),
 ])
-def test_images_lorapod_does_not_build_are_checked_and_deployed_as_named(tmp_path, registry, fake_docker, logged,
-                                                                         overrides, name, reference):
+def test_images_lorapod_does_not_build_are_checked_and_deployed_by_that_digest(tmp_path, registry, fake_docker,
+                                                                               logged, overrides, name, reference):
     digest = registry.add(name, reference)
     ctx = run_build(tmp_path, registry.url, *overrides)
     ref = ctx.state.outputs["image_ref"]
-    assert ref.endswith(f"{name}:{reference}") and resolved_image_ref(ctx) == ref
-    assert ctx.state.outputs["image"] == {"ref": ref, "digest": digest, "checked": True}
+    assert ref.endswith(f"{name}@{digest}") and resolved_image_ref(ctx) == ref
+    assert ctx.state.outputs["image"] == {"ref": ref, "tag": ref.replace(f"@{digest}", f":{reference}"),
+                                          "digest": digest, "checked": True}
     assert [(r["method"], r["name"], r["reference"]) for r in registry.reads()] == [("HEAD", name, reference)] * 2
     assert not fake_docker.exists()
     assert any(message.startswith("nothing to build") for _, message in logged)
