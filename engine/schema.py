@@ -229,7 +229,7 @@ class ImageConfig:
     install_timeout_s: float = 1800.0  # the closure's install (or a wait for another run's) fails after this
     ssh_key_env: list[str] = field(default_factory=lambda: ["PUBLIC_KEY", "SSH_PUBLIC_KEY"])  # vars holding our key
     ready_timeout_s: Optional[float] = None  # overrides provider.ready_timeout_s: how long this image may take to pull
-    logs_host_keys: bool = False  # the image prints start.sh's `lorapod-host-key:` lines, so the client can pin them
+    logs_host_keys: bool = False  # the image names its host keys in its log (engine/host_keys.py), so they are pinned
 
 
 @dataclass

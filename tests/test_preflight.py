@@ -45,7 +45,7 @@ def test_preflight_passes_against_the_emulator_with_no_gpu_lines(runpod_emulator
     assert row(run, "interpreter")["detail"].startswith("Python 3.12") and f"at {venv}/bin/python" in \
         row(run, "interpreter")["detail"]
     assert "CUDA 12.8" in row(run, "torch")["detail"]
-    assert "first contact: the image announces none" in row(run, "ssh")["detail"]
+    assert "(announced in the pod's log)" in row(run, "ssh")["detail"]
     # The table comes after the pod is gone, with what it cost.
     log = run.output
     assert log.index("pod " + run.summary["pod"]["id"] + " terminated") < log.index("preflight of pod")

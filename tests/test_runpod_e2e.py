@@ -17,6 +17,8 @@ import pytest
 
 from tests.conftest import PYTHON, REPO, Background, Run, fake_key, lorapod_env, run_lorapod, wait_for
 from tests.emulator import CAPACITY_DETAILS
+from tests.emulator.helpers import host_keys
+from tests.emulator.pod import fingerprint
 from tests.registry import loopback_registry
 
 RTX5090, RTX4090 = "NVIDIA GeForce RTX 5090", "NVIDIA GeForce RTX 4090"
@@ -71,9 +73,13 @@ def test_rents_trains_fetches_and_deletes(runpod_emulator, workdir, run_dir):
     public_key = (run_dir / "ssh" / "id_ed25519.pub").read_text().strip()
     assert sent["env"]["PUBLIC_KEY"] == sent["env"]["SSH_PUBLIC_KEY"] == public_key
     assert int(sent["env"]["LORAPOD_MAX_RUNTIME_S"]) > 0 and sent["env"]["LORAPOD_HEARTBEAT_FILE"]
-    # RunPod's start script names no host key in the log: the key is pinned at first contact.
-    assert "lorapod-host-key:" not in pod.log.text() and "pinning at first contact" not in run.output
-    assert len((run_dir / "ssh" / "known_hosts").read_text().splitlines()) == 1
+    # RunPod's start script names its host keys in the log (ssh-keygen -lf lines): the one pinned is among them,
+    # read off the pod's disk here, not whatever answered first.
+    assert "SSH host keys:" in pod.log.text() and "pinning at first contact" not in run.output
+    [pinned] = (run_dir / "ssh" / "known_hosts").read_text().splitlines()
+    on_disk = host_keys(emu, pod.id)
+    kind, blob = pinned.split()[1:3]
+    assert kind in on_disk and on_disk[kind] == fingerprint(f"{kind} {blob}")[1]
     # The watchdog was armed over SSH with the pod key from PID 1's environment (a shell there keeps it), and
     # the heartbeat exists.
     remote = workdir / f"lorapod-{summary['run_id']}"

@@ -22,7 +22,6 @@ from __future__ import annotations
 import itertools
 import os
 import posixpath
-import re
 import time
 from dataclasses import asdict, dataclass
 
@@ -33,6 +32,7 @@ from omegaconf import OmegaConf
 from engine import closure, signals
 from engine.context import PROJECT_ROOT, RunContext
 from engine.errors import CapacityError, ProviderError
+from engine.host_keys import announced
 from engine.image import resolved_image_ref
 from engine.providers.base import Endpoint, Pod, PodSpec
 from engine.providers.runpod_api import DEFAULT_API_URL, ApiError, RunPodApi, insecure_url
@@ -41,8 +41,8 @@ from engine.sshkeys import run_keypair
 from engine.teardown import CREATE_SENT
 
 CLOUDS = ("COMMUNITY", "SECURE")
-HOST_KEY_LINE = re.compile(r"lorapod-host-key: (\S+) (SHA256:[A-Za-z0-9+/]+)")
 GONE = ("TERMINATED",)
+HOST_KEY_WAIT_S = 30.0  # how long to look in a fresh pod's log for the host keys its start script prints
 
 
 def gpu_option(name: str) -> dict:
@@ -440,14 +440,23 @@ class RunPodProvider:
         return Endpoint(kind="ssh", host=host, port=port, user=user, key_path=str(key_path), host_keys=host_keys)
 
     def _announced_host_keys(self, pod_id: str) -> list[str]:
-        try:
-            found = {" ".join(m.groups()) for line in self.api.logs(pod_id) for m in HOST_KEY_LINE.finditer(line)}
-        except ProviderError as exc:
-            logger.warning(f"could not read the pod's log for its host keys ({exc}); pinning at first contact")
-            return []
-        if not found:
-            logger.warning("the pod's log announced no host key; pinning at first contact")
-        return sorted(found)
+        """The host keys the pod's log names. A pod is ready once its port is mapped, which can be before its
+        start script has printed them (RunPod's prints them after starting sshd), so the log is read again for
+        up to HOST_KEY_WAIT_S before falling back to pinning at first contact."""
+        give_up = time.monotonic() + HOST_KEY_WAIT_S
+        while True:
+            try:
+                found = announced(self.api.logs(pod_id))
+            except ProviderError as exc:
+                logger.warning(f"could not read the pod's log for its host keys ({exc}); pinning at first contact")
+                return []
+            if found:
+                return found
+            if time.monotonic() >= give_up:
+                logger.warning(f"the pod's log named no host key within {HOST_KEY_WAIT_S:.0f}s; pinning at first "
+                               "contact")
+                return []
+            time.sleep(min(2.0, self.settings.poll_interval_s))
 
     def _log_tail(self, pod: Pod, lines: int = 40) -> str:
         try:

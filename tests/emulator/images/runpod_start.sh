@@ -15,9 +15,10 @@
 #     generated where missing, sshd started in the background. Without a key there is no sshd at all.
 #   - `set -e`: a config sshd rejects ends the script, as the failing `service ssh start` does there.
 #   - Its lines "Pod Started" and "Start script(s) finished, Pod is ready to use.".
+#   - After sshd starts, "SSH host keys:" and, for each host key, "Key: <file>" and its `ssh-keygen -lf` line
+#     (`256 SHA256:... root@host (ED25519)`), so a client can pin the keys from the log.
 # What it leaves out, each time the harsher reading for a client:
-#   - The fingerprints RunPod's script prints (`ssh-keygen -lf` output after "SSH host keys:"): nothing here
-#     names a host key, so a client cannot pin one from the log.
+#   - The "<TYPE> key fingerprint:" lines it prints while generating a missing key (the same fingerprints).
 #   - export_env_vars (the variables written to /etc/rp_environment, sourced from ~/.bashrc): SSH sessions see
 #     none of the container's variables, not even interactive ones.
 #   - nginx, Jupyter, /pre_start.sh and /post_start.sh; RSA and DSA host keys (RSA takes seconds to make).
@@ -99,6 +100,12 @@ if [[ -n "$keys" ]] || $exec_sshd; then
         exec "$sshd" -D -e -f "$config"
     fi
     { "$sshd" -D -e -f "$config" || echo "runpod-emulator: sshd exited with status $?"; } &
+    # RunPod's setup_ssh, after `service ssh start`: every host key's fingerprint, as ssh-keygen -lf prints it.
+    echo "SSH host keys:"
+    for key in "$ssh_dir"/*.pub; do
+        echo "Key: $key"
+        ssh-keygen -lf "$key"
+    done
 fi
 
 echo "Start script(s) finished, Pod is ready to use."
