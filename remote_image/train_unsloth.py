@@ -48,7 +48,10 @@ REPORTED_ENV = ("HF_HOME", "HF_HUB_OFFLINE", "HF_XET_HIGH_PERFORMANCE", "HF_TOKE
 def emit(event: str, **fields) -> None:
     if rank_and_world()[0] != 0:
         return  # rank 0 speaks for the run: the follower would count every rank's events (one log for all)
-    print(EVENT_PREFIX + json.dumps({"event": event, **fields}, sort_keys=True), flush=True)
+    # One write per line: print() writes the text and its newline apart, and under torchrun every rank writes
+    # to the same train.log, so another rank's output could land inside an event line.
+    sys.stdout.write(EVENT_PREFIX + json.dumps({"event": event, **fields}, sort_keys=True) + "\n")
+    sys.stdout.flush()
 
 
 def environment_report() -> dict:

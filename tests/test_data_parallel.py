@@ -13,7 +13,7 @@ import yaml
 
 from stages.train import EVENT_PREFIX
 from tests.conftest import Background, run_lorapod, wait_for
-from tests.remote_image.test_train_unsloth import interpreter
+from tests.remote_image.test_train_unsloth import interpreter, load_script
 
 
 def events(train_log: Path) -> list[str]:
@@ -74,3 +74,32 @@ def test_a_negative_gpu_count_is_refused_before_anything_runs(tmp_path):
     assert run.proc.returncode == 2, run.output
     assert "gpu.count" in run.output and "must be >= 0" in run.output
     assert not (tmp_path / "run" / "pod").exists()
+
+
+class Recorder:
+    def __init__(self):
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_an_event_is_one_write_and_only_rank_0_writes_it(monkeypatch, rank):
+    """All ranks share one train.log: an event written in pieces could be split by another rank's output (two
+    ranks' step events, printed at the same moment, were seen joined on one line)."""
+    script = load_script()
+    recorder = Recorder()
+    monkeypatch.setattr("sys.stdout", recorder)
+    monkeypatch.setenv("RANK", rank)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    script.emit("step", step=1, loss=0.5)
+    if rank == "0":
+        assert len(recorder.writes) == 1 and recorder.writes[0].startswith(EVENT_PREFIX)
+        assert recorder.writes[0].endswith("}\n") and json.loads(recorder.writes[0][len(EVENT_PREFIX):])["step"] == 1
+    else:
+        assert recorder.writes == []
