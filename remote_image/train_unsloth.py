@@ -11,6 +11,10 @@ fetches. Trainer checkpoints go to `checkpoints/`, which is never fetched.
 Each logging step prints one line `@@lorapod {json}` on stdout; the orchestrator turns these into its
 progress bar, so the line format is a contract (see EVENT_PREFIX).
 
+Under torchrun (lorapod launches it when gpu.count > 1) each rank trains on its shard of the data; rank 0 alone
+writes the outputs and the events. Each rank's current CUDA device is set to its LOCAL_RANK before the model
+loads, so a 4-bit model without a device_map lands on the rank's own card (transformers' bnb quantizer).
+
 The Hugging Face token, when there is one, is a file named by HF_TOKEN_PATH. It is not also passed as
 `token=`: huggingface_hub reads that file for every hub call, Unsloth's and transformers' included, and
 Unsloth answers an explicit token it finds nowhere saved by logging in, which writes it to a token store.
