@@ -145,6 +145,8 @@ def validate(cfg: DictConfig) -> None:
     need(train.warmup_steps >= 0, "train.warmup_steps", "must be >= 0")
     need(train.logging_steps >= 1, "train.logging_steps", "must be >= 1")
     need(0 <= train.eval_fraction < 1, "train.eval_fraction", "must be in [0, 1)")
+    need(cfg.gpu.count >= 0, "gpu.count", "must be >= 0: GPUs per pod, each trained on by one process (torchrun when "
+         "> 1); with gpu=cpu, the number of CPU training processes (0 or 1: one)")
     need(model.source in MODEL_SOURCES, "model.source", f"must be one of {', '.join(MODEL_SOURCES)}")
     if model.source in ("hub", "local") and "model.id" not in missing:
         need(bool(model.id), "model.id", f"is required when model.source is {model.source}")

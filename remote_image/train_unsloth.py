@@ -11,6 +11,10 @@ fetches. Trainer checkpoints go to `checkpoints/`, which is never fetched.
 Each logging step prints one line `@@lorapod {json}` on stdout; the orchestrator turns these into its
 progress bar, so the line format is a contract (see EVENT_PREFIX).
 
+Under torchrun (lorapod launches it when gpu.count > 1) each rank trains on its shard of the data; rank 0 alone
+writes the outputs and the events. Each rank's current CUDA device is set to its LOCAL_RANK before the model
+loads, so a 4-bit model without a device_map lands on the rank's own card (transformers' bnb quantizer).
+
 The Hugging Face token, when there is one, is a file named by HF_TOKEN_PATH. It is not also passed as
 `token=`: huggingface_hub reads that file for every hub call, Unsloth's and transformers' included, and
 Unsloth answers an explicit token it finds nowhere saved by logging in, which writes it to a token store.
@@ -23,6 +27,7 @@ loss covers only the final assistant answer.
 from __future__ import annotations
 
 import argparse
+import atexit
 import hashlib
 import json
 import math
@@ -45,7 +50,12 @@ REPORTED_ENV = ("HF_HOME", "HF_HUB_OFFLINE", "HF_XET_HIGH_PERFORMANCE", "HF_TOKE
 
 
 def emit(event: str, **fields) -> None:
-    print(EVENT_PREFIX + json.dumps({"event": event, **fields}, sort_keys=True), flush=True)
+    if rank_and_world()[0] != 0:
+        return  # rank 0 speaks for the run: the follower would count every rank's events (one log for all)
+    # One write per line: print() writes the text and its newline apart, and under torchrun every rank writes
+    # to the same train.log, so another rank's output could land inside an event line.
+    sys.stdout.write(EVENT_PREFIX + json.dumps({"event": event, **fields}, sort_keys=True) + "\n")
+    sys.stdout.flush()
 
 
 def environment_report() -> dict:
@@ -63,6 +73,34 @@ def environment_report() -> dict:
         except OSError as exc:
             report["hf_token_file"] = {"readable": False, "error": exc.strerror}
     return report
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(global rank, world size) as torchrun sets them (lorapod launches it when gpu.count > 1); (0, 1) alone."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def join_ranks(use_gpu: bool) -> tuple[int, int]:
+    """Under torchrun, join the process group now rather than when the Trainer first asks: rank 0 builds the
+    tiny base while the others wait at a barrier (see main). The Trainer (accelerate) reuses a group that is
+    already up. gloo on CPU is the backend accelerate would pick there too; NCCL on GPUs, each rank its own."""
+    rank, world = rank_and_world()
+    if world > 1:
+        import torch
+        import torch.distributed as dist
+
+        if use_gpu:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if use_gpu else "gloo")
+        atexit.register(dist.destroy_process_group)  # NCCL warns at exit about a group left standing
+    return rank, world
+
+
+def barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 def sha256_file(path: Path) -> str:
@@ -255,12 +293,19 @@ def main(argv: list[str] | None = None) -> int:
     from trl import SFTConfig, SFTTrainer
 
     use_gpu = torch.cuda.is_available()
+    rank, world_size = join_ranks(use_gpu)
     set_seed(train_cfg["seed"])
     outputs: list[Path] = []
 
     if model_cfg.get("source") == "random":
         texts = [m["content"] for r in train_rows + eval_rows for m in r["messages"]]
-        model_path = str(build_tiny_base(model_cfg["tiny"], texts, train_cfg["seed"], out / "base_model"))
+        # Built once, by rank 0, and loaded from disk by every rank: ranks must share one tokenizer, and BPE
+        # training is not something to trust to give the same vocabulary twice; writing it concurrently
+        # into one folder would race.
+        if rank == 0:
+            build_tiny_base(model_cfg["tiny"], texts, train_cfg["seed"], out / "base_model")
+        barrier()
+        model_path = str(out / "base_model")
         # The tiny base exists nowhere else: the adapter is useless without it, so it comes home too.
         outputs += sorted(p for p in (out / "base_model").rglob("*") if p.is_file())
     else:
@@ -268,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     model, tokenizer = load_model(backend, model_path, cfg, use_gpu)
 
     metrics_path = out / "metrics.jsonl"
-    metrics_fh = open(metrics_path, "w", encoding="utf-8")
+    metrics_fh = open(metrics_path if rank == 0 else os.devnull, "w", encoding="utf-8")  # rank 0 writes outputs
 
     class Progress(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
@@ -307,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
         completion_only_loss=True,
         dataset_num_proc=None,
         disable_tqdm=True,
+        # Every LoRA weight gets a gradient each step, and the search for unused ones breaks under reentrant
+        # gradient checkpointing; Unsloth decides this for itself (unsloth/models/_ddp_defaults.py).
+        ddp_find_unused_parameters=False if world_size > 1 and backend == "transformers" else None,
     )
     trainer = SFTTrainer(
         model=model,
@@ -330,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     train_output = trainer.train()
     eval_after = evaluate("after")
     metrics_fh.close()
+    if rank != 0:
+        return 0  # the ranks trained one model together; rank 0 holds it and writes the outputs
 
     model.save_pretrained(str(adapter_dir))
     tokenizer.save_pretrained(str(adapter_dir))
@@ -340,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         "status": "succeeded",
         "backend": backend,
         "device": "cuda" if use_gpu else "cpu",
+        "world_size": world_size,
         "model": model_cfg.get("id") or model_cfg.get("name"),
         "steps": trainer.state.global_step,
         "train_loss": float(train_output.training_loss),

@@ -36,11 +36,27 @@ VANISHED = 3  # follow_log.py's status when training ended without writing an ex
 EVENT_PREFIX = "@@lorapod "  # the same constant as in remote_image/train_unsloth.py (a test keeps them equal)
 
 
-def launch_command(rdir: str, python: str, env: dict[str, str] | None = None, cache_dir: str | None = None) -> str:
+def training_processes(cfg) -> int:
+    """One training process per GPU; gpu.count=0 (gpu=cpu) is one process on the CPU, and gpu=cpu with
+    gpu.count=N > 1 is N CPU processes (gloo), which is how data-parallel training is tested without a GPU."""
+    return max(1, int(cfg.gpu.count or 0))
+
+
+def trainer_command(python: str, processes: int) -> str:
+    # torchrun through `-m` with the run's interpreter: the console script may be missing from PATH or belong
+    # to another Python. --standalone: a one-machine rendezvous on a free local port, nothing to configure.
+    head = shlex.quote(python)
+    if processes > 1:
+        head += f" -m torch.distributed.run --standalone --nproc_per_node={processes}"
+    return f"{head} {SCRIPT_NAME} config.json"
+
+
+def launch_command(rdir: str, python: str, env: dict[str, str] | None = None, cache_dir: str | None = None,
+                   processes: int = 1) -> str:
     # The exports live inside the job, so they reach the training process and nothing else of the session.
     exports = launch_exports(env or {}, python)
     job = (f"{exports}; " if exports else "") + \
-        f"{shlex.quote(python)} {SCRIPT_NAME} config.json > train.log 2>&1; echo $? > exit_code.tmp; " \
+        f"{trainer_command(python, processes)} > train.log 2>&1; echo $? > exit_code.tmp; " \
         "mv exit_code.tmp exit_code; rm -f train.pid"
     private = f"{private_dir_command(cache_dir)} && " if cache_dir else ""
     # Only the setsid'd job goes to the background (a backgrounded `a && b &` list would hold our stdout
@@ -67,12 +83,14 @@ class Train(BaseStage):
             raise StageError("no connection to the pod", "the pipeline needs a probe stage before train")
         rdir = ctx.remote_dir
         out: list[str] = []
-        command = launch_command(rdir, ctx.remote_python, training_env(ctx), ctx.remote_cache_dir)
+        processes = training_processes(ctx.cfg)
+        command = launch_command(rdir, ctx.remote_python, training_env(ctx), ctx.remote_cache_dir, processes)
         if ctx.transport.exec(command, on_line=out.append) != 0:
             raise StageError(f"could not start training on the pod: {' '.join(out)[-300:]}")
         ctx.state.mark("train_launched")
         ctx.save()
-        logger.info(f"training started on the pod (log: {rdir}/train.log)")
+        logger.info(f"training started on the pod (log: {rdir}/train.log)"
+                    + (f", {processes} data-parallel processes (torchrun)" if processes > 1 else ""))
 
         follower = _Follower(ctx)
         try:
