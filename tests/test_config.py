@@ -244,6 +244,9 @@ def test_the_cpu_option_keeps_train_default_so_the_local_run_stays_fast():
 
 
 def test_the_gpu_presets_hold_in_the_real_run_too():
+    cfg = cfg_job("gpu=rtx5090", "train.batch_size=2")
+    assert {key: cfg["train"][key] for key in PRESET_KEYS} == {**preset_of("rtx5090"), "batch_size": 2}
+    assert cfg["provider"]["name"] == "runpod"
     assert {key: cfg_job("gpu=h200", "train.grad_accum=3")["train"][key] for key in PRESET_KEYS} == {
         **preset_of("h200"), "grad_accum": 3}
 
