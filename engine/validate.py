@@ -43,8 +43,26 @@ def _origin(cfg: DictConfig, key: str) -> str:
                 return f" [command line: {override.split('=', 1)[0]}=…]"
             return f" [command line: {override}]"
     group = key.split(".", 1)[0]
+    gpu = hc.runtime.choices.get("gpu")
+    if group == "train" and gpu and _sets(_option_file(hc, "gpu", gpu), key):
+        return f" [conf/gpu/{gpu}.yaml]"  # a GPU option's training presets win over conf/train/
     choice = hc.runtime.choices.get(group)
     return f" [conf/{group}/{choice}.yaml]" if choice else " [conf/config.yaml]"
+
+
+def _option_file(hc, group: str, choice: str) -> Path | None:
+    """The YAML file Hydra composed for a group's option: the first config source (search path order) holding it."""
+    for source in hc.runtime.config_sources:
+        if source.schema == "file" and (Path(source.path) / group / f"{choice}.yaml").is_file():
+            return Path(source.path) / group / f"{choice}.yaml"
+    return None
+
+
+def _sets(path: Path | None, key: str) -> bool:
+    """Whether a YAML file sets a dotted key."""
+    if path is None:
+        return False
+    return OmegaConf.select(OmegaConf.load(path), key, default=None) is not None
 
 
 def _import_target(target: str) -> object:

@@ -16,6 +16,10 @@ from tests.emulator.fixtures import runpod_emulator  # noqa: F401  (the RunPod e
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+# A GPU option brings training presets sized for its GPU (conf/gpu/*.yaml: ~32 examples a step, an event every
+# 10 steps). A test that runs gpu=rtx5090 trains the tiny model on this machine's CPU: it asks for what
+# train/default.yaml gives gpu=cpu, so its steps stay fast and every step reports.
+CPU_TRAIN = ("train.batch_size=4", "train.grad_accum=1", "train.logging_steps=1")
 
 
 @dataclass

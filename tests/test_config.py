@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 import re
+import shutil
 
 import yaml
 
@@ -190,3 +191,72 @@ def test_a_bad_watchdog_setting_is_named_and_costs_no_api_call(runpod_emulator, 
     assert says in run.output and f"command line: {override}" in run.output
     assert set(run.summary["stages"]) == {"config"}
     assert emu.requests == [], "a bad config costs no API call"
+
+
+# Issue 12: each GPU option carries training presets sized for its memory. Composed with Hydra's compose API:
+# the same defaults list `python run.py` composes, without a process per case.
+PRESET_KEYS = ("batch_size", "grad_accum", "max_seq_length", "logging_steps")
+GPU_OPTIONS = ("rtx4090", "rtx5090", "a100_80gb", "h100", "h200")
+
+
+def composed(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    import engine  # noqa: F401  (registers the config schemas)
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def train_of(*overrides: str) -> dict:
+    train = composed(*overrides).train
+    return {key: train[key] for key in PRESET_KEYS}
+
+
+def preset_of(option: str) -> dict:
+    return dict(yaml.safe_load((REPO / "conf" / "gpu" / f"{option}.yaml").read_text())["train"])
+
+
+@pytest.mark.parametrize("option", GPU_OPTIONS)
+def test_a_gpu_option_brings_its_training_presets_over_train_default(option):
+    preset = preset_of(option)
+    assert set(preset) == set(PRESET_KEYS), option
+    default = train_of()
+    assert train_of(f"gpu={option}") == preset
+    assert preset != default, "the preset must change what train/default.yaml gives"
+    assert preset["logging_steps"] >= 5, "one event per step floods the log at GPU speed"
+    # tokens per optimizer step at the ~350 tokens of a typical memory: the issue asks for 8-16k on a GPU
+    assert 8_000 <= preset["batch_size"] * preset["grad_accum"] * 350 <= 16_000, option
+
+
+def test_the_command_line_wins_over_the_gpu_presets_and_the_provider_switch_still_works():
+    cfg = composed("gpu=rtx5090", "train.batch_size=2", "train.logging_steps=1")
+    assert cfg.train.batch_size == 2 and cfg.train.logging_steps == 1
+    assert cfg.train.grad_accum == preset_of("rtx5090")["grad_accum"], "the rest of the preset still applies"
+    assert cfg.provider.name == "runpod", "the gpu option's `override /provider: runpod` still applies"
+    assert composed("gpu=rtx5090", "provider=local").provider.name == "local"
+
+
+def test_the_cpu_option_keeps_train_default_so_the_local_run_stays_fast():
+    default = yaml.safe_load((REPO / "conf" / "train" / "default.yaml").read_text())
+    assert train_of() == train_of("gpu=cpu") == {key: default[key] for key in PRESET_KEYS}
+    assert default["batch_size"] * default["grad_accum"] <= 4 and default["logging_steps"] == 1
+
+
+def test_the_gpu_presets_hold_in_the_real_run_too():
+    cfg = cfg_job("gpu=rtx5090", "train.batch_size=2")
+    assert {key: cfg["train"][key] for key in PRESET_KEYS} == {**preset_of("rtx5090"), "batch_size": 2}
+    assert cfg["provider"]["name"] == "runpod"
+    assert {key: cfg_job("gpu=h200", "train.grad_accum=3")["train"][key] for key in PRESET_KEYS} == {
+        **preset_of("h200"), "grad_accum": 3}
+
+
+def test_a_bad_preset_names_the_gpu_option_file_that_set_it(tmp_path, run_dir):
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO / "conf", conf)
+    path = conf / "gpu" / "rtx5090.yaml"
+    path.write_text(path.read_text().replace("  batch_size: 8\n", "  batch_size: 0\n"))
+    assert "batch_size: 0" in path.read_text()
+    run = run_lorapod("--config-path", str(conf), "gpu=rtx5090", "provider=local", run_dir=run_dir)
+    assert run.proc.returncode == 2, run.output
+    assert "train.batch_size: must be >= 1 (got 0) [conf/gpu/rtx5090.yaml]" in run.output

@@ -10,7 +10,7 @@ import subprocess
 
 
 from tests.closure_seed import pod_python_request, seed_closure
-from tests.conftest import PYTHON, REPO, run_lorapod
+from tests.conftest import CPU_TRAIN, PYTHON, REPO, run_lorapod
 from tests.test_runpod_e2e import RTX4090, RTX5090, assert_nothing_billing_and_data_kept, creates, env_for
 
 TABLE_LINE = r"^\s+{check}\s+{status}\s"
@@ -25,7 +25,7 @@ def preflight(emu, workdir, python: str | None, *extra: str) -> list[str]:
         seed_closure(workdir)
         where = [f"image.base_python={pod_python_request()}"]
     return ["gpu=rtx5090", "pipeline=preflight", f"provider.api_url={emu.url}", f"remote.workdir={workdir}",
-            "build.skip=true", *where, *extra]
+            "build.skip=true", *where, *CPU_TRAIN, *extra]
 
 
 def row(run, check: str) -> dict:

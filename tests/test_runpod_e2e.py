@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PYTHON, REPO, Background, Run, fake_key, lorapod_env, run_lorapod, wait_for
+from tests.conftest import CPU_TRAIN, PYTHON, REPO, Background, Run, fake_key, lorapod_env, run_lorapod, wait_for
 from tests.emulator import CAPACITY_DETAILS
 from tests.emulator.helpers import host_keys
 from tests.emulator.pod import fingerprint
@@ -34,7 +34,7 @@ def canonical(emu, workdir: Path, *extra: str) -> list[str]:
     """The issue's command: the GPU, where the API is, where the pod's disk is, its python (a set remote.python
     installs no closure at probe), and build.skip, which keeps it from asking a real registry."""
     return ["gpu=rtx5090", f"provider.api_url={emu.url}", f"remote.workdir={workdir}", f"remote.python={PYTHON}",
-            "build.skip=true", *extra]
+            "build.skip=true", *CPU_TRAIN, *extra]
 
 
 def env_for(emu, **extra) -> dict:

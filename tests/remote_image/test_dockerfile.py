@@ -28,10 +28,26 @@ def test_built_on_cuda_12_8_in_two_stages():
 
 
 def test_the_final_stage_carries_no_build_toolchain():
+    """Compilers that run at training time stay (gcc: Triton's launchers; g++: Inductor's C++); nothing that builds
+    packages (make, cmake, ninja, nvcc, a CUDA devel image) does."""
     final = stages()[-1]
-    for tool in ("build-essential", "g++", "make", "cmake", "ninja", "nvcc", "cuda-toolkit", "-devel", "git"):
+    for tool in ("build-essential", "make", "cmake", "ninja", "nvcc", "cuda-toolkit", "-devel", "git"):
         assert not re.search(rf"(^|\s){re.escape(tool)}(\s|$)", final, re.M), f"{tool} in the final stage"
     assert "COPY --from=builder /opt/venv /opt/venv" in final
+
+
+def test_the_final_stage_has_the_compilers_triton_and_inductor_call_at_run_time():
+    final = stages()[-1]
+    for tool in ("gcc", "g++", "libc6-dev", "libpython3.12-dev"):
+        assert re.search(rf"(^|\s){re.escape(tool)}(\s|$)", final, re.M), f"{tool} missing from the final stage"
+
+
+def test_the_compiled_bytecode_pip_wrote_is_kept():
+    """Deleting __pycache__ makes every pod compile the venv again on its first import (21 s vs 14 s for unsloth)."""
+    text = DOCKERFILE.read_text()
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    assert "__pycache__" not in code and ".pyc" not in code and "PYTHONDONTWRITEBYTECODE" not in code
+    assert "--no-compile" not in code
 
 
 def test_wheels_only_and_the_closure_checked():

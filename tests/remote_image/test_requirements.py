@@ -93,3 +93,28 @@ def test_torch_is_the_cuda_12_8_build_with_a_prebuilt_xformers(locked):
     assert not any(re.fullmatch(r"nvidia-.*-cu13", name) for name in locked), "a CUDA 13 wheel slipped in"
     assert Version(locked["xformers"]) >= Version("0.0.33"), "xformers < 0.0.33 has no working Blackwell kernels"
     assert Version(locked["bitsandbytes"]) not in (Version("0.46.0"), Version("0.48.0")), "Unsloth excludes it"
+
+
+def test_torchao_is_the_release_built_for_the_pinned_torch(locked):
+    """torchao loads its C++ ops only for the torch it was built against, else it warns and runs without them.
+    Its own table (torchao/__init__.py, "Built against torch X") in the pod's closure is the source checked here."""
+    import subprocess
+
+    from tests.closure_seed import pod_venv
+
+    python = pod_venv() / "bin" / "python"
+    origin = subprocess.run([str(python), "-c", "import importlib.util as u; print(u.find_spec('torchao').origin)"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    text = open(origin).read()
+    built = dict(re.findall(r'\(_parse_version\("([\d.]+)"\), _parse_version\("(\d+\.\d+\.\d+)"\)\)', text))
+    torch = locked["torch"].split("+", 1)[0]
+    assert built.get(locked["torchao"]) == torch, \
+        f"torchao=={locked['torchao']} is built for torch {built.get(locked['torchao'])}, the pod has torch {torch}"
+    assert version_of(python, "torchao") == locked["torchao"], "the pod's closure is not remote_image/requirements.txt"
+
+
+def version_of(python, name: str) -> str:
+    import subprocess
+
+    return subprocess.run([str(python), "-c", f"from importlib.metadata import version; print(version({name!r}))"],
+                          capture_output=True, text=True, check=True).stdout.strip()
