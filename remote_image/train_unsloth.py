@@ -17,8 +17,9 @@ Unsloth answers an explicit token it finds nowhere saved by logging in, which wr
 An early `env` event reports the environment the launch set (never the token).
 
 Backends: Unsloth's FastLanguageModel when `train.backend` is `unsloth`, or `auto` and unsloth imports;
-plain transformers + PEFT otherwise. Both go through TRL's SFTTrainer with prompt/completion rows, so the
-loss covers only the final assistant answer.
+plain transformers + PEFT when asked, or with `auto` on CPU only (on a GPU a failed unsloth import fails the
+run: see choose_backend). Both go through TRL's SFTTrainer with prompt/completion rows, so the loss covers only
+the final assistant answer and its end-of-turn token.
 """
 from __future__ import annotations
 
