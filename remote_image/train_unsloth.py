@@ -130,10 +130,16 @@ def shorten(tokenizer, messages: list[dict], excess: int) -> list[dict] | None:
         cut = next((i for i in range(1, len(history)) if history[i].get("role") == "user"), len(history))
         return messages[:first] + history[cut:] + messages[-2:]
     question = messages[-2]
-    ids = tokenizer(question.get("content") or "", add_special_tokens=False)["input_ids"]
+    content = question.get("content") or ""
+    ids = tokenizer(content, add_special_tokens=False)["input_ids"]
     if not ids:
         return None
-    kept = tokenizer.decode(ids[min(len(ids), max(1, excess)):])
+    # A cut inside a multi-byte character decodes to U+FFFD: drop it. The text must get shorter on every call
+    # or the caller's loop would not end; a tokenizer whose decode does not give a shorter tail is cut by
+    # characters instead.
+    kept = tokenizer.decode(ids[min(len(ids), max(1, excess)):]).lstrip("\ufffd")
+    if len(kept) >= len(content):
+        kept = content[max(1, excess):]
     return messages[:-2] + [{**question, "content": kept}] + messages[-1:]
 
 
@@ -155,9 +161,9 @@ def tokenize_rows(tokenizer, rows: list[dict], max_length: int) -> list[dict]:
             messages = shorter
             prompt_ids, answer_ids = encode_row(tokenizer, messages, row.get("id"))
         if len(prompt_ids) >= max_length:
-            sys.exit(f"row {row.get('id')}: the system message alone takes {len(prompt_ids)} tokens, leaving no "
-                     f"room for the answer within train.max_seq_length={max_length}; raise train.max_seq_length "
-                     f"or shorten the system prompt")
+            sys.exit(f"row {row.get('id')}: the system message and the template's headers take {len(prompt_ids)} "
+                     f"tokens, leaving no room for the answer within train.max_seq_length={max_length}; raise "
+                     f"train.max_seq_length or shorten the system prompt")
         answer_ids = answer_ids[: max_length - len(prompt_ids)]
         out.append({"input_ids": prompt_ids + answer_ids,
                     "completion_mask": [0] * len(prompt_ids) + [1] * len(answer_ids)})
@@ -353,8 +359,9 @@ class Throughput:
         step = trainer.training_step
 
         def counted(model, inputs, *args, **kwargs):
-            self.tokens += count_tokens(inputs)
-            self.window_tokens += count_tokens(inputs)
+            tokens = count_tokens(inputs)
+            self.tokens += tokens
+            self.window_tokens += tokens
             return step(model, inputs, *args, **kwargs)
 
         trainer.training_step = counted  # the training loop calls self.training_step per micro-batch

@@ -144,3 +144,15 @@ def test_a_system_message_that_leaves_no_room_for_the_answer_is_refused(model):
     with pytest.raises(SystemExit) as failed:
         load_script().tokenize_rows(tokenizer, [{"id": "row7", "messages": messages}], max_length=32)
     assert "row7" in str(failed.value) and "train.max_seq_length=32" in str(failed.value)
+
+
+def test_a_cut_through_a_multi_byte_character_leaves_no_broken_character(model):
+    _, spec, tokenizer = model
+    script = load_script()
+    messages = conversation("\U0001F331\u00e9" * 60 + QUESTION)  # seedlings and accents: bytes the BPE never merged
+    [whole] = script.tokenize_rows(tokenizer, [{"id": "a", "messages": messages}], max_length=4096)
+    for limit in range(len(whole["input_ids"]) // 2, len(whole["input_ids"]) // 2 + 6):  # cuts at several offsets
+        [tok] = script.tokenize_rows(tokenizer, [{"id": "a", "messages": messages}], max_length=limit)
+        prompt, answer = split(tokenizer, tok)
+        assert len(tok["input_ids"]) <= limit and answer == ANSWER + spec["end_of_turn"]
+        assert "\ufffd" not in prompt and "\U0001F331" in prompt and QUESTION in prompt
