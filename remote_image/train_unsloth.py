@@ -21,8 +21,9 @@ Unsloth answers an explicit token it finds nowhere saved by logging in, which wr
 An early `env` event reports the environment the launch set (never the token).
 
 Backends: Unsloth's FastLanguageModel when `train.backend` is `unsloth`, or `auto` and unsloth imports;
-plain transformers + PEFT otherwise. Both go through TRL's SFTTrainer with prompt/completion rows, so the
-loss covers only the final assistant answer.
+plain transformers + PEFT when asked, or with `auto` on CPU only (on a GPU a failed unsloth import fails the
+run: see choose_backend). Both go through TRL's SFTTrainer with prompt/completion rows, so the loss covers only
+the final assistant answer and its end-of-turn token.
 """
 from __future__ import annotations
 
@@ -128,26 +129,82 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def tokenize_rows(tokenizer, rows: list[dict], max_length: int) -> list[dict]:
-    """input_ids plus a completion_mask that covers only the final assistant answer.
+def render(tokenizer, messages: list[dict], generation_prompt: bool) -> str:
+    # enable_thinking=False: Qwen3's template otherwise puts an empty <think></think> block into the answer, and
+    # the adapter would learn to emit it; with False the block goes into the prompt, as at Qwen3's own
+    # non-thinking inference. Templates that do not know the variable (Llama 3.1) ignore it.
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=False,
+                                         enable_thinking=False)
 
-    Prompt and answer are tokenized apart so the boundary is exact whatever the tokenizer merges; TRL
-    versions have disagreed on this when they do it themselves, so we own it and check it (check_masking).
+
+def encode_row(tokenizer, messages: list[dict], row_id) -> tuple[list[int], list[int]]:
+    """Prompt ids and answer ids, the answer ending with its end-of-turn token (the tokenizer's eos_token,
+    <|im_end|> for Qwen3, <|eot_id|> for Llama 3.1): what follows it (ChatML's newline) is not trained."""
+    prompt = render(tokenizer, messages[:-1], True)
+    full = render(tokenizer, messages, False)
+    if not full.startswith(prompt):
+        sys.exit(f"row {row_id}: the chat template renders the prompt differently with the answer")
+    answer = full[len(prompt):]
+    eos = tokenizer.eos_token
+    if eos and eos in answer:
+        answer = answer[: answer.rindex(eos) + len(eos)]
+    # Prompt and answer are tokenized apart so the boundary is exact whatever the tokenizer merges. The
+    # template writes BOS itself where the model wants one, so the tokenizer must not add another.
+    return (tokenizer(prompt, add_special_tokens=False)["input_ids"],
+            tokenizer(answer, add_special_tokens=False)["input_ids"])
+
+
+def shorten(tokenizer, messages: list[dict], excess: int) -> list[dict] | None:
+    """One step towards fitting: drop the oldest exchange after the system message, or, with only the last
+    question left, cut `excess` tokens from the start of its text (the newest words are nearest the answer).
+    None when nothing is left to cut. The template renders the result, so BOS, the system message and every
+    header and end-of-turn token stay intact."""
+    first = 1 if messages[0].get("role") == "system" else 0
+    if len(messages) - first < 2:
+        return None  # no question to cut: the system message is never cut
+    history = messages[first:-2]  # before the last question and its answer
+    if history:
+        # Drop whole turns up to the next user message, so roles still alternate for strict templates.
+        cut = next((i for i in range(1, len(history)) if history[i].get("role") == "user"), len(history))
+        return messages[:first] + history[cut:] + messages[-2:]
+    question = messages[-2]
+    content = question.get("content") or ""
+    ids = tokenizer(content, add_special_tokens=False)["input_ids"]
+    if not ids:
+        return None
+    # A cut inside a multi-byte character decodes to U+FFFD: drop it. The text must get shorter on every call
+    # or the caller's loop would not end; a tokenizer whose decode does not give a shorter tail is cut by
+    # characters instead.
+    kept = tokenizer.decode(ids[min(len(ids), max(1, excess)):]).lstrip("\ufffd")
+    if len(kept) >= len(content):
+        kept = content[max(1, excess):]
+    return messages[:-2] + [{**question, "content": kept}] + messages[-1:]
+
+
+def tokenize_rows(tokenizer, rows: list[dict], max_length: int) -> list[dict]:
+    """input_ids plus a completion_mask that covers exactly the final assistant answer and its end-of-turn token.
+
+    A row longer than max_length loses its oldest content first (see shorten), never BOS, the system message or
+    the answer; only when the system message and the answer alone do not fit is the answer cut at its end.
+    TRL versions have disagreed on masking when they do it themselves, so we own it and check it (check_masking).
     """
     out = []
     for row in rows:
-        messages = row["messages"]
-        prompt = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False)
-        full = tokenizer.apply_chat_template(messages, tokenize=False)
-        if not full.startswith(prompt):
-            sys.exit(f"row {row.get('id')}: the chat template renders the prompt differently with the answer")
-        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        answer_ids = tokenizer(full[len(prompt):], add_special_tokens=False)["input_ids"]
-        # Keep the answer whole where we can: cut the prompt from the left, never the start of the answer.
-        room = max(max_length - len(answer_ids), max_length // 2)
-        prompt_ids = prompt_ids[-room:]
-        ids = (prompt_ids + answer_ids)[:max_length]
-        out.append({"input_ids": ids, "completion_mask": ([0] * len(prompt_ids) + [1] * len(answer_ids))[:max_length]})
+        messages = list(row["messages"])
+        prompt_ids, answer_ids = encode_row(tokenizer, messages, row.get("id"))
+        while len(prompt_ids) + len(answer_ids) > max_length:
+            shorter = shorten(tokenizer, messages, len(prompt_ids) + len(answer_ids) - max_length)
+            if shorter is None:
+                break
+            messages = shorter
+            prompt_ids, answer_ids = encode_row(tokenizer, messages, row.get("id"))
+        if len(prompt_ids) >= max_length:
+            sys.exit(f"row {row.get('id')}: the system message and the template's headers take {len(prompt_ids)} "
+                     f"tokens, leaving no room for the answer within train.max_seq_length={max_length}; raise "
+                     f"train.max_seq_length or shorten the system prompt")
+        answer_ids = answer_ids[: max_length - len(prompt_ids)]
+        out.append({"input_ids": prompt_ids + answer_ids,
+                    "completion_mask": [0] * len(prompt_ids) + [1] * len(answer_ids)})
     return out
 
 
@@ -162,15 +219,28 @@ def check_masking(trainer, rows: list[dict]) -> float:
     return expected / max(1, sum(len(r["input_ids"]) for r in rows[: len(sample)]))
 
 
-def choose_backend(wanted: str) -> str:
+def cuda_available() -> bool:
+    import torch  # torch before unsloth is fine; unsloth must only precede trl/transformers
+
+    return torch.cuda.is_available()
+
+
+def choose_backend(wanted: str, on_gpu: bool | None = None) -> str:
+    """`auto` means Unsloth wherever it can run. On a GPU a failed import is a broken image, not a reason to train
+    at half speed and twice the memory: the run fails with the import error. On CPU (CI, laptops) unsloth has
+    nothing to accelerate and falls back as before."""
     if wanted == "transformers":
         return wanted
     try:
         import unsloth  # noqa: F401  (must be imported before trl/transformers to patch them)
     except Exception as exc:  # unsloth raises more than ImportError when no accelerator is usable
         if wanted == "unsloth":
-            sys.exit(f"train.backend=unsloth but unsloth does not import here: {exc}")
-        print(f"unsloth unavailable ({exc}); training with transformers + peft", flush=True)
+            sys.exit(f"train.backend=unsloth but unsloth does not import here: {type(exc).__name__}: {exc}")
+        if cuda_available() if on_gpu is None else on_gpu:
+            sys.exit(f"train.backend=auto on a GPU, but unsloth does not import: {type(exc).__name__}: {exc}\n"
+                     "Fix the image's unsloth install, or set train.backend=transformers to train with plain "
+                     "transformers + peft on purpose (slower, more memory).")
+        print(f"unsloth unavailable on CPU ({exc}); training with transformers + peft", flush=True)
         return "transformers"
     return "unsloth"
 
@@ -256,6 +326,20 @@ def load_model(backend: str, model_path: str, cfg: dict, use_gpu: bool):
     dtype = torch.bfloat16 if use_gpu and torch.cuda.is_bf16_supported() else torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if use_gpu:
+        # What Unsloth does for itself: without checkpointing an 8B model at batch 4 x 1024 is near out of memory
+        # on 32 GB. Non-reentrant checkpointing works with frozen inputs; enable_input_require_grads (done by
+        # prepare_model_for_kbit_training too) gives the LoRA layers a gradient path through checkpointed blocks.
+        checkpointing = {"use_reentrant": False}
+        if "quantization_config" in kwargs:
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
+                                                    gradient_checkpointing_kwargs=checkpointing)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
+            model.enable_input_require_grads()
+        model.config.use_cache = False  # the KV cache is useless in training and clashes with checkpointing
     peft_config = LoraConfig(
         r=lora["r"],
         lora_alpha=lora["alpha"],
@@ -265,6 +349,91 @@ def load_model(backend: str, model_path: str, cfg: dict, use_gpu: bool):
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, peft_config), tokenizer
+
+
+# Dense (no sparsity) bf16 tensor-core peaks in TFLOPS, matched in order against torch.cuda.get_device_name().
+# RTX 5090: ~210 (shared/reference/unsloth.md); A100 312, H100 SXM and H200 989: NVIDIA's datasheets (their
+# headline figures halved, those are with sparsity); RTX 4090 165 (Ada whitepaper, FP32 accumulate).
+# H100 PCIe/NVL run lower clocks than the SXM figure: no entry, so no MFU rather than a wrong one.
+PEAK_BF16_TFLOPS = (("RTX 5090", 210.0), ("RTX 4090", 165.0), ("A100", 312.0), ("H200", 989.0),
+                    ("H100 80GB HBM3", 989.0), ("H100 SXM", 989.0))
+
+
+def peak_flops(device_name: str | None) -> float | None:
+    for fragment, tflops in PEAK_BF16_TFLOPS:
+        if device_name and fragment in device_name:
+            return tflops * 1e12
+    return None
+
+
+def count_parameters(model) -> int:
+    """Every parameter, trainable (LoRA) and frozen (the base). bitsandbytes packs two 4-bit weights per byte of
+    a Params4bit, so its numel is half the weight's; the quant state knows the real shape."""
+    total = 0
+    for p in model.parameters():
+        shape = getattr(getattr(p, "quant_state", None), "shape", None)
+        total += math.prod(shape) if shape is not None else p.numel()
+    return total
+
+
+class Throughput:
+    """Tokens actually trained per second, and MFU, for this process's GPU.
+
+    tokens: non-padding tokens (attention_mask ones) of every micro-batch handed to training_step, counted as it
+    is used (a collator count would run a prefetched batch ahead). tokens/s = tokens / wall time, over the window
+    since the previous report (step events) or over the whole of training (result.json).
+    MFU = 6 x N x tokens/s / peak, N = all parameters (trainable and frozen): the standard 6N estimate of a
+    transformer's forward + backward FLOPs per token (Kaplan et al. 2020, PaLM's MFU). It ignores attention's
+    sequence-length term, and a LoRA's backward skips the frozen weights' gradients, so this is the usual
+    yardstick, not a count of the FLOPs done. None on CPU and on GPUs missing from PEAK_BF16_TFLOPS.
+    With several GPUs each process reports its own: the run's tokens/s is about world_size times it.
+    """
+
+    def __init__(self, trainer, model, device_name: str | None):
+        self.params = count_parameters(model)
+        self.peak = peak_flops(device_name)
+        self.tokens = self.window_tokens = 0
+        self.started = self.window_started = self.stopped = None
+        step = trainer.training_step
+
+        def counted(model, inputs, *args, **kwargs):
+            tokens = count_tokens(inputs)
+            self.tokens += tokens
+            self.window_tokens += tokens
+            return step(model, inputs, *args, **kwargs)
+
+        trainer.training_step = counted  # the training loop calls self.training_step per micro-batch
+
+    def start(self) -> None:
+        self.started = self.window_started = time.perf_counter()
+
+    def stop(self) -> None:
+        self.stopped = time.perf_counter()
+
+    def figures(self, tokens: int, seconds: float) -> dict:
+        rate = tokens / seconds if seconds > 0 else None
+        mfu = 6 * self.params * rate / self.peak if rate is not None and self.peak else None
+        return {"tokens_per_s": round(rate, 1) if rate is not None else None,
+                "mfu": round(mfu, 4) if mfu is not None else None}
+
+    def window(self) -> dict:
+        """Since the previous call (or the start): for a step event."""
+        now = time.perf_counter()
+        figures = self.figures(self.window_tokens, now - (self.window_started or now))
+        self.window_tokens, self.window_started = 0, now
+        return figures
+
+    def summary(self) -> dict:
+        seconds = (self.stopped or time.perf_counter()) - (self.started or time.perf_counter())
+        return {"trained_tokens": self.tokens, "parameters": self.params,
+                "peak_flops": self.peak, **self.figures(self.tokens, seconds)}
+
+
+def count_tokens(inputs) -> int:
+    mask = inputs.get("attention_mask")
+    if mask is not None:
+        return int(mask.sum())
+    return int(inputs["input_ids"].numel())  # padding-free batches carry no mask and no padding
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -318,6 +487,10 @@ def main(argv: list[str] | None = None) -> int:
     class Progress(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
             emit("start", total=state.max_steps, backend=backend, device="cuda" if use_gpu else "cpu")
+            throughput.start()
+
+        def on_train_end(self, args, state, control, **kwargs):
+            throughput.stop()
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = dict(logs or {})
@@ -326,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
             metrics_fh.flush()
             if "loss" in logs:
                 emit("step", step=state.global_step, total=state.max_steps, loss=logs["loss"],
-                     lr=logs.get("learning_rate"), epoch=state.epoch)
+                     lr=logs.get("learning_rate"), epoch=state.epoch, **throughput.window())
 
     max_length = train_cfg["max_seq_length"]
     train_tok = tokenize_rows(tokenizer, train_rows, max_length)
@@ -364,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
         processing_class=tokenizer,
         callbacks=[Progress()],
     )
+    throughput = Throughput(trainer, model, torch.cuda.get_device_name() if use_gpu else None)
 
     def evaluate(phase: str) -> float | None:
         if not eval_rows:
@@ -400,6 +574,7 @@ def main(argv: list[str] | None = None) -> int:
         "answer_token_fraction": round(answer_fraction, 4),
         "eval_examples": len(eval_rows),
         "seconds": round(time.time() - started, 3),
+        "throughput": {"gpu": torch.cuda.get_device_name() if use_gpu else None, **throughput.summary()},
         "versions": versions(),
         "env": environment,
         "files": {str(p.relative_to(out)): sha256_file(p) for p in outputs},
@@ -411,7 +586,8 @@ def main(argv: list[str] | None = None) -> int:
     tmp.write_text(json.dumps(result, indent=2, sort_keys=True), encoding="utf-8")
     os.replace(tmp, out / "result.json")  # a fetched result.json is always complete
     emit("done", status=result["status"], steps=result["steps"], train_loss=result["train_loss"],
-         eval_loss_before=eval_before, eval_loss_after=eval_after)
+         eval_loss_before=eval_before, eval_loss_after=eval_after, tokens_per_s=result["throughput"]["tokens_per_s"],
+         mfu=result["throughput"]["mfu"])
     return 0 if result["status"] == "succeeded" else 1
 
 

@@ -85,6 +85,18 @@ def test_trains_and_reports_every_output_with_its_hash(tmp_path, backend, python
     steps = [e for e in events if e["event"] == "step"]
     assert [e["step"] for e in steps] == [1, 2, 3, 4] and all(e["total"] == 4 for e in steps)
     assert events[-1]["event"] == "done"
+    # Tokens/s counts what was trained (no padding); MFU needs a GPU's peak, so none on CPU.
+    assert all(e["tokens_per_s"] > 0 and e["mfu"] is None for e in steps)
+    throughput = result["throughput"]
+    assert throughput["gpu"] is None and throughput["mfu"] is None and throughput["tokens_per_s"] > 0
+    # 4 steps of 4 rows out of 20, shuffled: between the 16 shortest rows and the 16 longest.
+    from transformers import AutoTokenizer
+
+    rows = [json.loads(line) for line in (tmp_path / "dataset" / "train.jsonl").open()]
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out" / "base_model")
+    lengths = sorted(len(r["input_ids"]) for r in load_script().tokenize_rows(tokenizer, rows, 128))
+    assert sum(lengths[:16]) <= throughput["trained_tokens"] <= sum(lengths[-16:])
+    assert events[-1]["tokens_per_s"] == throughput["tokens_per_s"]
     if backend == "unsloth":
         assert result["versions"].get("unsloth"), "the Unsloth path must really run in CI"
     if python == "pod":
