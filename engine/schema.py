@@ -246,6 +246,29 @@ class ProbeConfig:
 
 
 @dataclass
+class RegistryConfig:
+    # The local adapter registry (one JSON record per adapter; python -m engine.adapters), a folder relative to
+    # the one run.py starts in, like runs/
+    path: str = "adapters"
+
+
+@dataclass
+class GateConfig:
+    # A new adapter becomes active only when its eval loss after training is below its eval loss before by at
+    # least this much (and not worse than the active adapter's on the same eval split); otherwise: rejected
+    min_improvement: float = 0.01
+
+
+@dataclass
+class ExportConfig:
+    ollama: bool = False  # write <run>/export/Modelfile and the adapter in a form Ollama loads (safetensors or GGUF)
+    ollama_create: bool = False  # also `ollama create` the model and check it with `ollama show` (needs ollama on PATH)
+    ollama_name: Optional[str] = None  # the Ollama model's name; null: derived from the persona and the run id
+    metahuman: bool = False  # install the active adapter under <MetaHuman OS root>/out/adapters/<date>/
+    metahuman_root: Optional[str] = None  # the MetaHuman OS root to install into; null: dataset.path (dataset=metahuman)
+
+
+@dataclass
 class Config:
     provider: Any = MISSING
     gpu: GpuConfig = MISSING
@@ -259,6 +282,9 @@ class Config:
     preflight: PreflightConfig = field(default_factory=PreflightConfig)
     image: ImageConfig = MISSING
     build: BuildConfig = MISSING
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
 
 def register() -> None:
