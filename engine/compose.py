@@ -37,11 +37,27 @@ def jobs(overrides: list[str], multirun: bool | None = None, config_dir: Path = 
             cfg = hydra.compose_config(config_name, list(overrides), run_mode=RunMode.RUN,
                                        with_log_configuration=False)
             return [(list(overrides), cfg)]
-        base = hydra.compose_config(config_name, list(overrides), run_mode=RunMode.MULTIRUN,
-                                    with_log_configuration=False)
+        base = _sweep_base(hydra, config_name, overrides)
         if base.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
             return [(list(overrides), base)]
         return [(point, hydra.config_loader.load_sweep_config(base, point)) for point in _points(base, hydra)]
+
+
+def sweep_base(overrides: list[str], config_dir: Path = CONF_DIR, config_name: str = "config") -> DictConfig:
+    """The config a sweep's jobs start from (Hydra's multirun master config: hydra.sweeper.params not yet
+    applied); for a command line without a sweep, the config its one job runs."""
+    import engine.schema  # noqa: F401
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3", job_name="lorapod"):
+        return _sweep_base(GlobalHydra.instance().hydra, config_name, overrides)
+
+
+def _sweep_base(hydra, config_name: str, overrides: list[str]) -> DictConfig:
+    from hydra.types import RunMode
+
+    return hydra.compose_config(config_name, list(overrides), run_mode=RunMode.MULTIRUN, with_log_configuration=False)
 
 
 def _points(base: DictConfig, hydra) -> list[list[str]]:
