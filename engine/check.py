@@ -173,7 +173,8 @@ def check(paths: list[Path], strict: bool = False, out=sys.stdout) -> int:
 
 def flatten(cfg: DictConfig) -> dict[str, object]:
     """Resolved dotted keys of a sweep's base config, plus its swept values as hydra.sweeper.params.<key>."""
-    params = OmegaConf.to_container(cfg.hydra.sweeper.get("params") or {})
+    params = cfg.hydra.sweeper.get("params")
+    params = OmegaConf.to_container(params) if params is not None else {}
     task = _task(cfg)
     try:
         data = OmegaConf.to_container(task, resolve=True)

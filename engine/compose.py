@@ -96,6 +96,10 @@ def one_line(exc: BaseException) -> str:
     if unknown:
         return (f"{unknown.group(1)}: there is no such key in the config; check its spelling (`python run.py "
                 f"--cfg job` shows every key), or add a new key with {unknown.group(2)}")
+    if type(cause).__name__ == "ConfigKeyError" and key:
+        where = re.match(r"In '([^']+)'", message)
+        return (f"{key}: there is no such key in the config{f' (set in {where.group(1)}.yaml)' if where else ''}; "
+                "check its spelling (`python run.py --cfg job` shows every key)")
     merging = re.match(r"Error merging override (\S+)", message)
     if merging and cause is not None:
         return f"{merging.group(1)}: {_flat(str(cause))}; give {key or 'that key'} a value of its type"
