@@ -83,8 +83,7 @@ def one_line(exc: BaseException) -> str:
         wanted = exc.missing_cfg_file or ""
         group, _, option = wanted.rpartition("/")
         if exc.options and group:
-            return (f"{group}={option}: there is no conf/{wanted}.yaml; choose one of {', '.join(exc.options)} "
-                    f"(or add +{group}=... for a group not in the defaults)")
+            return f"{group}={option}: there is no conf/{wanted}.yaml; choose one of {', '.join(exc.options)}"
         return f"{_flat(str(exc))}: check the name, and the files under conf/"
     yaml_error = next((e for e in (exc, exc.__cause__, exc.__context__) if _is_yaml_error(e)), None)
     if yaml_error is not None:
@@ -93,6 +92,9 @@ def one_line(exc: BaseException) -> str:
     key = getattr(cause, "full_key", None) or getattr(exc, "full_key", None)
     message = _flat(str(exc))
     unknown = re.match(r"Could not override '([^']+)'.*use (\+\S+)", message)
+    if unknown and "No match in the defaults list" in message:
+        return (f"{unknown.group(1)}: that group is not in conf/config.yaml's defaults, so there is nothing to "
+                f"override; add it with {unknown.group(2)}")
     if unknown:
         return (f"{unknown.group(1)}: there is no such key in the config; check its spelling (`python run.py "
                 f"--cfg job` shows every key), or add a new key with {unknown.group(2)}")
