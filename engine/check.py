@@ -36,7 +36,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from engine.compose import CONF_DIR, jobs, one_line, sweep_base
+from engine.compose import CONF_DIR, CONFIG_ERRORS, jobs, one_line, sweep_base
 
 # Keys whose rules test this machine rather than the file (checked only when the file sets a value).
 MACHINE_KEYS = {
@@ -117,7 +117,7 @@ def check_one(path: Path, strict: bool = False) -> Report:
     report = Report(path.stem, _rel(path))
     try:
         composed = jobs([f"+experiment={path.stem}"], multirun=True, config_dir=path.parent.parent)
-    except Exception as exc:  # Hydra's and OmegaConf's errors, YAML included: the file does not compose
+    except CONFIG_ERRORS as exc:  # the file does not compose: a bad key, option, value or YAML
         report.problems.append(f"{report.path}: {one_line(exc)}")
         report.summary = "does not compose"
         return report
@@ -178,7 +178,7 @@ def flatten(cfg: DictConfig) -> dict[str, object]:
     task = _task(cfg)
     try:
         data = OmegaConf.to_container(task, resolve=True)
-    except Exception:  # an interpolation this machine cannot resolve: compare it as written
+    except CONFIG_ERRORS:  # an interpolation this machine cannot resolve: compare it as written
         data = OmegaConf.to_container(task, resolve=False)
     flat: dict[str, object] = {f"hydra.sweeper.params.{k}": v for k, v in params.items()}
 
@@ -232,7 +232,7 @@ def diff(rev: str, conf_dir: Path, names: list[str] | None = None, out=sys.stdou
             for where, folder in ((rev, base_dir), ("the working tree", conf_dir)):
                 try:
                     sides.append(flatten(sweep_base([f"+experiment={name}"], config_dir=folder)))
-                except Exception as exc:
+                except CONFIG_ERRORS as exc:
                     out.write(f"{name}: does not compose at {where}: {one_line(exc)}\n")
                     failed = failed or folder == conf_dir
                     break

@@ -15,6 +15,15 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+def _config_errors() -> tuple[type[BaseException], ...]:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+    from yaml import YAMLError
+
+    return HydraException, OmegaConfBaseException, YAMLError
+
+
+CONFIG_ERRORS = _config_errors()  # what composing raises for a bad config: a file, an override, a value
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
@@ -146,9 +155,6 @@ def precheck(argv: list[str] | None = None, conf_dir: Path = CONF_DIR) -> None:
     """Compose every job the command line asks for; on a Hydra error print one line and exit 2. Leaves --help,
     --hydra-help, --info, shell completion and an extra --config-dir to Hydra itself."""
     from hydra._internal.utils import get_args_parser
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-    from yaml import YAMLError
 
     args, _ = get_args_parser().parse_known_args(sys.argv[1:] if argv is None else argv)
     if args.help or args.hydra_help or args.info or args.shell_completion or args.config_dir:
@@ -157,6 +163,8 @@ def precheck(argv: list[str] | None = None, conf_dir: Path = CONF_DIR) -> None:
     try:
         jobs(list(args.overrides), multirun=True if args.multirun else None, config_dir=config_dir,
              config_name=args.config_name or "config")
-    except (HydraException, OmegaConfBaseException, YAMLError, ValueError) as exc:
+    except CONFIG_ERRORS as exc:
         sys.stderr.write(f"invalid config: {one_line(exc)}. Nothing was started and nothing was rented.\n")
         sys.exit(2)
+    except Exception:  # not a config error, so not ours to word: Hydra reports it its own way, as before
+        return
