@@ -127,7 +127,8 @@ def check_one(path: Path, strict: bool = False) -> Report:
         try:
             validate(task)
         except ConfigError as exc:
-            job = f" [job {' '.join(o for o in point if not o.startswith('+experiment='))}]" if len(composed) > 1 else ""
+            swept = " ".join(o for o in point if not o.startswith("+experiment="))
+            job = f" [job {swept}]" if len(composed) > 1 else ""
             for problem in exc.problems:
                 key = problem.split(":", 1)[0]
                 why = None if strict else _machine(key, task)

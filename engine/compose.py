@@ -12,18 +12,13 @@ import re
 import sys
 from pathlib import Path
 
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from yaml import YAMLError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-def _config_errors() -> tuple[type[BaseException], ...]:
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-    from yaml import YAMLError
-
-    return HydraException, OmegaConfBaseException, YAMLError
-
-
-CONFIG_ERRORS = _config_errors()  # what composing raises for a bad config: a file, an override, a value
+CONFIG_ERRORS = (HydraException, OmegaConfBaseException, YAMLError)  # what a bad file, override or value raises
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
@@ -121,8 +116,6 @@ def one_line(exc: BaseException) -> str:
 
 
 def _is_yaml_error(exc: BaseException | None) -> bool:
-    from yaml import YAMLError
-
     return isinstance(exc, YAMLError)
 
 
