@@ -4,6 +4,7 @@ import sys
 import hydra
 
 import engine
+from engine import compose
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -12,5 +13,8 @@ def main(cfg) -> None:
 
 
 if __name__ == "__main__":
+    # Hydra reports its own errors (lora.r=abc, nosuch=1, model=nosuch) with exit 1, some after making a sweep
+    # folder; composing every job first makes them exit 2 with one line, like any bad config, before anything.
+    compose.precheck()
     main()
     sys.exit(engine.exit_status())

@@ -1,0 +1,125 @@
+"""engine.check composes and validates experiment files as a run would, lists every problem with its file and
+key, and --diff shows what a change to conf/ does to each experiment's resolved values."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from tests.conftest import PYTHON, REPO, lorapod_env, run_lorapod
+
+
+def check(*args: str, cwd, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = env or lorapod_env()
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run([PYTHON, "-m", "engine.check", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.fixture
+def conf(tmp_path):
+    """A copy of the project's conf/ to break."""
+    shutil.copytree(REPO / "conf", tmp_path / "conf")
+    return tmp_path / "conf"
+
+
+def test_the_shipped_experiments_pass_with_the_missing_memory_folder_as_a_warning(tmp_path):
+    env = {k: v for k, v in lorapod_env().items() if k != "LORAPOD_ALICE_MEMORIES"}
+    env["HOME"] = str(tmp_path)  # no ~/metahuman here, whatever this machine has
+    done = check(cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("ok") and "alice_weekly" in line and "gpu=rtx5090" in line for line in lines)
+    assert any(line.startswith("ok") and "lr_rank_sweep" in line and "4 runs" in line for line in lines)
+    price = yaml.safe_load((REPO / "conf/gpu/rtx5090.yaml").read_text())["gpu"]["price_per_hour"]
+    cap = yaml.safe_load((REPO / "conf/experiment/alice_weekly.yaml").read_text())["pipeline"]["max_runtime_s"]
+    assert f"at most ${price * cap / 3600:.2f}" in done.stdout
+    assert "warning" in done.stdout and "dataset.path: must be an existing folder" in done.stdout
+    assert "RUNPOD_API_KEY" in done.stdout  # a warning too: CI has no key
+
+    strict = check("--strict", cwd=tmp_path, env=env)
+    assert strict.returncode == 2 and "dataset.path" in strict.stdout.split("problem(s):")[1]
+
+
+def test_strict_passes_on_the_machine_that_has_the_memories_and_the_key(tmp_path):
+    memories = tmp_path / "metahuman"
+    (memories / "profiles" / "alice" / "memory" / "episodic").mkdir(parents=True)
+    env = lorapod_env(LORAPOD_ALICE_MEMORIES=str(memories), RUNPOD_API_KEY="rpa_not_a_real_key")
+    done = check("--strict", str(REPO / "conf/experiment/alice_weekly.yaml"), cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"dataset=metahuman {memories}" in done.stdout and "warning" not in done.stdout
+    assert "rpa_not_a_real_key" not in done.stdout + done.stderr
+
+
+def test_a_broken_copy_lists_each_problem_with_file_and_key(conf, tmp_path):
+    broken = yaml.safe_load((conf / "experiment/alice_weekly.yaml").read_text())
+    broken["lora"]["r"] = 0
+    broken["train"] = {"learning_rate": -1.0}
+    (conf / "experiment/broken.yaml").write_text("# @package _global_\n" + yaml.safe_dump(broken))
+    sweep = (conf / "experiment/lr_rank_sweep.yaml").read_text().replace("lora.r: 8,16", "lora.r: 8,0")
+    (conf / "experiment/bad_sweep.yaml").write_text(sweep)
+    (conf / "experiment/typo.yaml").write_text("# @package _global_\nlora:\n  rank: 16\n")
+
+    done = check("--conf", "conf", cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    problems = done.stdout.split("problem(s):")[1]
+    assert "conf/experiment/broken.yaml: lora.r: must be > 0 (got 0)" in problems
+    assert "conf/experiment/broken.yaml: train.learning_rate: must be > 0" in problems
+    assert "conf/experiment/bad_sweep.yaml (hydra.sweeper.params: lora.r=0): lora.r: must be > 0" in problems
+    assert "conf/experiment/typo.yaml" in problems and "rank" in problems
+    status = {line.split()[1]: line.split()[0] for line in done.stdout.splitlines()[:5] if line.strip()}
+    assert status == {"alice_weekly": "ok", "bad_sweep": "FAIL", "broken": "FAIL", "lr_rank_sweep": "ok",
+                      "typo": "FAIL"}
+
+    alone = check("conf/experiment/lr_rank_sweep.yaml", cwd=tmp_path)  # the named files only
+    assert alone.returncode == 0 and "broken" not in alone.stdout, alone.stdout
+
+
+def git(*args: str, cwd) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args], cwd=cwd,
+                          check=True, capture_output=True, text=True).stdout
+
+
+def test_diff_shows_the_changed_keys_and_the_added_and_removed_experiments(conf, tmp_path):
+    git("init", "-q", cwd=tmp_path)
+    git("add", "conf", cwd=tmp_path)
+    git("commit", "-qm", "base", cwd=tmp_path)
+    weekly = conf / "experiment/alice_weekly.yaml"
+    weekly.write_text(weekly.read_text().replace("  r: 16\n", "  r: 32\n"))
+    sweep = conf / "experiment/lr_rank_sweep.yaml"
+    shutil.copy(sweep, conf / "experiment/rank_only.yaml")
+    sweep.unlink()
+    git("add", "-A", "conf", cwd=tmp_path)
+    git("commit", "-qm", "change", cwd=tmp_path)
+    weekly.write_text(weekly.read_text().replace("override /model: qwen3_8b", "override /model: llama3_1_8b"))
+
+    done = check("--conf", str(conf), "--diff", "HEAD~1", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "  lora.r: 16 -> 32\n" in done.stdout
+    assert "  model.name: qwen3_8b -> llama3_1_8b\n" in done.stdout  # uncommitted edits count too
+    assert "rank_only: added" in done.stdout and "lr_rank_sweep: removed" in done.stdout
+
+    same = check("--conf", str(conf), "--diff", "HEAD", "conf/experiment/rank_only.yaml", cwd=tmp_path)
+    assert same.returncode == 0 and "rank_only: no change" in same.stdout, same.stdout + same.stderr
+
+    unknown = check("--conf", str(conf), "--diff", "no-such-rev", cwd=tmp_path)
+    assert unknown.returncode != 0 and "no-such-rev" in unknown.stderr
+
+
+def test_an_experiment_is_the_whole_command_and_a_sweep_file_runs_its_sweep(tmp_path):
+    shown = run_lorapod("+experiment=alice_weekly", "--cfg", "job", timeout=120)
+    assert shown.proc.returncode == 0, shown.output
+    cfg = yaml.safe_load(shown.proc.stdout)
+    assert (cfg["gpu"]["name"], cfg["provider"]["name"], cfg["model"]["name"], cfg["lora"]["r"]) == \
+        ("rtx5090", "runpod", "qwen3_8b", 16)
+
+    sweep = run_lorapod("-m", "+experiment=lr_rank_sweep", "pipeline=prepare", f"hydra.sweep.dir={tmp_path}",
+                        timeout=600)
+    assert sweep.proc.returncode == 0, sweep.output
+    points = set()
+    for job in sorted(p for p in tmp_path.iterdir() if p.is_dir()):
+        overrides = yaml.safe_load((job / ".hydra/overrides.yaml").read_text())
+        points.add(tuple(sorted(o for o in overrides if o.startswith(("lora.r=", "train.learning_rate=")))))
+    assert points == {(f"lora.r={r}", f"train.learning_rate={lr}") for r in (8, 16) for lr in ("0.0001", "0.0002")}
