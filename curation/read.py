@@ -66,7 +66,13 @@ def _check_inside(fd: int, path: str, info: os.stat_result, within: tuple[str, .
         if (again.st_dev, again.st_ino) != (info.st_dev, info.st_ino):
             raise Malformed("changed while it was being opened; not read")
     if not real.startswith(within):
-        raise Malformed(f"is really {real}, outside the memory folder (a link swapped in?); not read")
+        raise Malformed(f"is really {shown(real)}, outside the memory folder (a link swapped in?); not read")
+
+
+def shown(path: str) -> str:
+    """A path as manifest.json can hold it: a name that is not UTF-8 (undecodable bytes, kept by Python as
+    lone surrogates) would make writing the manifest fail, so its stray bytes are written as \\xff escapes."""
+    return path if path.isascii() else os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def parse_json(data: bytes) -> object:

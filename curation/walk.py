@@ -12,6 +12,8 @@ import os
 import stat
 from collections.abc import Iterator
 
+from curation.read import shown
+
 
 def real_folders(roots: list[str], home: str) -> tuple[str, ...]:
     """The real paths of the roots json_files walks, each ending in os.sep: what curation.read checks against."""
@@ -53,6 +55,11 @@ def _walk(root: str, inside: str, seen: set[tuple[int, int]], problems: list[tup
             continue
         subfolders = []
         for entry in entries:
+            if not (entry.name.isascii() or _is_utf8(entry.name)):
+                # Its path could not be written to train.jsonl or manifest.json, nor its name used as an id.
+                if entry.name.endswith(".json") or _is_dir(entry):
+                    problems.append((shown(entry.path), "its name is not UTF-8 text: rename it to train on it"))
+                continue
             kind = _kind(entry, inside, problems)
             if kind == stat.S_IFDIR:
                 subfolders.append(entry.path)
@@ -89,8 +96,23 @@ def _kind(entry: os.DirEntry, inside: str, problems: list[tuple[str, str]]) -> i
         return stat.S_IFREG if entry.name.endswith(".json") else None
 
 
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
 def _outside(target: str, folder: str) -> str:
-    return (f"symbolic link to {target}, outside the memory folder {folder}: not followed (move or copy what "
+    return (f"symbolic link to {shown(target)}, outside the memory folder {folder}: not followed (move or copy what "
             "it points to into the folder to train on it)")
 
 

@@ -227,3 +227,29 @@ def test_reading_checks_the_file_it_opened(tmp_path):
     assert read_bytes(str(tmp_path / "in/x.json"), 1 << 20, within=(f"{tmp_path}/",)) == b"{}"
     with pytest.raises(Malformed, match="lone surrogate"):
         parse_json(b'["\\ud800"]')
+
+
+def test_names_that_are_not_utf8_are_malformed_not_a_crash(tmp_path, tree):
+    # Linux file names are bytes; Python keeps undecodable ones as lone surrogates, which neither train.jsonl
+    # (a memory without an id is named after its file) nor manifest.json could hold.
+    episodic = os.fsencode(tree.root / EPISODIC)
+    memory = (MEMORY % ("", sentence(300))).replace('"id": "", ', "").encode()
+    with open(os.path.join(episodic, b"caf\xe9.json"), "wb") as fh:  # Latin-1, as an old system wrote it
+        fh.write(memory)
+    os.mkdir(os.path.join(episodic, b"d\xfcsseldorf"))
+    with open(os.path.join(episodic, b"d\xfcsseldorf", b"trip.json"), "wb") as fh:
+        fh.write(memory.replace(b"2025-05-01", b"2025-05-02"))
+    with open(os.path.join(episodic, b"notes-\xff.txt"), "wb") as fh:  # not a memory: not one either way
+        fh.write(b"x")
+    tree.add(content="Caf\u00e9 au lait by the harbor, a name in UTF-8 is fine.")
+    before = snapshot(tree.root)
+
+    m, reasons = curate(tmp_path, dataset(tree.root))
+
+    every_input_counted_once(m)
+    assert m["kept"] == 5 and m["read"] == 7
+    folder = str(tree.root / EPISODIC)
+    assert reasons == {f"{folder}/caf\\xe9.json": "its name is not UTF-8 text: rename it to train on it",
+                       f"{folder}/d\\xfcsseldorf": "its name is not UTF-8 text: rename it to train on it"}
+    json.loads((tmp_path / "out/manifest.json").read_bytes().decode("utf-8"))
+    assert snapshot(tree.root) == before
