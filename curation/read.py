@@ -18,7 +18,7 @@ from curation.memory import Malformed
 _FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 _FD_LINKS = "/proc/self/fd/"  # Linux: where an open file descriptor names the file it really is
 _HAS_FD_LINKS = os.path.isdir(_FD_LINKS)
-_TOO_DEEP = "not JSON a program can read: arrays or objects nested thousands deep"
+_TOO_DEEP = "not JSON a program can read: arrays or objects nested too deep (a thousand levels or so)"
 
 
 def read_bytes(path: str, limit: int, within: tuple[str, ...] | None = None) -> bytes:

@@ -3,8 +3,9 @@
 A memory tree may link folders and files from one place in it to another, and a link may point back up the
 tree: each real folder (device, inode) is entered once. A link whose target lies outside the memory folder
 (to /, to /etc/passwd, to another user's tree) is never entered nor read: it is reported with where it
-points, and so is a folder that cannot be listed or a *.json entry that is not a regular file (a FIFO, a
-device), so that nothing is silently skipped and nothing but a regular file is ever opened.
+points, and so is a folder that cannot be listed, a name that is not UTF-8, or a *.json entry that is not a
+regular file (a FIFO, a device): nothing is silently skipped, and only what was a regular file when listed is
+handed on to be opened (curation.read checks again what it opened).
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ HOSTILE = {
     "surrogate.json": (b'{"content": "\\ud800 half an emoji, then a sentence long enough to keep", '
                        b'"timestamp": "2025-06-01T09:00:00Z", "tags": ["t"]}',
                        "lone surrogate \\ud800 in a string: not valid Unicode text"),
-    "nested.json": (b"[" * 100_000, "nested thousands deep"),
+    "nested.json": (b"[" * 100_000, "nested too deep"),
 }
 
 
