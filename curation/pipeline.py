@@ -25,7 +25,7 @@ from curation.process import Batch, Processor
 from curation.reasons import REASONS, zero_counts
 from curation.sources import episodic_roots, jsonl_inputs, root_of
 from curation.split import is_eval
-from curation.walk import json_files
+from curation.walk import json_files, real_folders
 
 OUTPUTS = ("train.jsonl", "eval.jsonl")
 
@@ -54,7 +54,7 @@ def _collector_paused():
 
 def _prepare(ds, eval_fraction: float, out_dir: Path) -> dict:
     root = root_of(ds.source, ds.path)
-    total, unlisted = Batch(), []
+    total, unlisted, within = Batch(), [], None
     if ds.source == "jsonl":
         items, method = jsonl_inputs(root, ds.max_file_bytes), "rows"
     else:
@@ -64,10 +64,12 @@ def _prepare(ds, eval_fraction: float, out_dir: Path) -> dict:
                                "profiles/<user>/memory/episodic/",
                                "set dataset.path to the MetaHuman OS root folder (the one with memory/ or "
                                "profiles/ in it); nothing was rented")
-        items, method = json_files([str(r) for r in roots], unlisted), "memory_files"
-    for batch in map_chunks(getattr(Processor(ds), method), items, ds.workers or default_workers()):
+        folders = [str(r) for r in roots]
+        items, method = json_files(folders, unlisted, home=str(root)), "memory_files"
+        within = real_folders(folders, str(root))
+    for batch in map_chunks(getattr(Processor(ds, within), method), items, ds.workers or default_workers()):
         total.add(batch)
-    read = total.read + len(unlisted)  # a folder that cannot be listed is one bad input
+    read = total.read + len(unlisted)  # a folder that cannot be listed, or a link out of the tree, is one bad input
     malformed = total.malformed + unlisted
     dropped = zero_counts() | dict(total.dropped)
     dropped["malformed"] = len(malformed)

@@ -40,8 +40,10 @@ class Batch:
 
 
 class Processor:
-    def __init__(self, ds):
-        """`ds` is the dataset config (engine.schema.DatasetConfig) as plain dataclasses."""
+    def __init__(self, ds, within: tuple[str, ...] | None = None):
+        """`ds` is the dataset config (engine.schema.DatasetConfig) as plain dataclasses; `within`, the real
+        memory folders (each ending in os.sep) that a memory file must really lie in."""
+        self.within = within
         persona = ds.persona
         self.style = Style(persona.name, persona.system_prompt.format(name=persona.name), dict(ds.templates),
                            ds.max_words.instruction, ds.max_words.input, ds.max_words.output)
@@ -54,14 +56,15 @@ class Processor:
         for path in paths:
             batch.read += 1
             try:
-                data = read_bytes(path, self.max_bytes)
+                data = read_bytes(path, self.max_bytes, self.within)
                 mem = parse(parse_json(data), fallback_id=os.path.basename(path).removesuffix(".json"))
+                batch.saw(mem.when)
+                self._finish(self.keep.reason(mem) or from_memory(mem, hashlib.sha256(data).hexdigest(), self.style),
+                             batch)
             except Malformed as bad:
                 batch.malformed.append((path, str(bad)))
-                continue
-            batch.saw(mem.when)
-            self._finish(self.keep.reason(mem) or from_memory(mem, hashlib.sha256(data).hexdigest(), self.style),
-                         batch)
+            except Exception as exc:  # noqa: BLE001 - one input must not end the run; the manifest names it
+                batch.malformed.append((path, unexpected(exc)))
         return batch
 
     def rows(self, items: Iterable[tuple[str, bytes | Malformed]]) -> Batch:
@@ -75,12 +78,13 @@ class Processor:
                 digest = hashlib.sha256(data).hexdigest()
                 # A row without an id is named by its content: inserting lines never moves it across the split.
                 outcome = from_row(parse_json(data), f"row-{digest[:12]}", digest, self.style)
+                if isinstance(outcome, Example):
+                    batch.saw(outcome.when)
+                self._finish(outcome, batch)
             except Malformed as bad:
                 batch.malformed.append((where, str(bad)))
-                continue
-            if isinstance(outcome, Example):
-                batch.saw(outcome.when)
-            self._finish(outcome, batch)
+            except Exception as exc:  # noqa: BLE001 - one input must not end the run; the manifest names it
+                batch.malformed.append((where, unexpected(exc)))
         return batch
 
     def _finish(self, outcome: Example | str, batch: Batch) -> None:
@@ -90,3 +94,12 @@ class Processor:
         digest, shingles = self.sign(outcome.text)
         batch.candidates.append(Candidate(outcome.id, outcome.type, outcome.when, outcome.importance,
                                           encode(outcome.row()), digest, shingles))
+
+
+def unexpected(exc: Exception) -> str:
+    """The `malformed` reason for an input that broke the code rather than a rule: named, never swallowed.
+
+    It still counts against dataset.max_bad_fraction, so a fault that hits every input fails the run.
+    """
+    return (f"could not be processed ({type(exc).__name__}: {str(exc)[:200]}); "
+            "this is a fault in lorapod, please report it with this file")

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 # reason -> (what it means, what to do about it)
 REASONS: dict[str, tuple[str, str]] = {
-    "malformed": ("the input is not a readable memory: not UTF-8, not JSON, encrypted, empty, too large, or "
-                  "without `content`/`timestamp`", "fix or decrypt the files listed under `malformed` in "
-                  "manifest.json, or point dataset.path at the right folder"),
+    "malformed": ("the input is not a readable memory: not UTF-8, not JSON, encrypted, empty, too large, "
+                  "without `content`/`timestamp`, or a link out of the memory folder",
+                  "fix or decrypt the files listed under `malformed` in manifest.json, or point dataset.path at "
+                  "the right folder"),
     "no_consent": ("metadata.trainingConsent is false", "the user excluded these memories; they are never trained on"),
     "not_allowed_type": ("its type is not in the allowed list", "allow more types in dataset.filters.types"),
     "out_of_range": ("its timestamp is outside the date range", "widen dataset.filters.since / dataset.filters.until"),

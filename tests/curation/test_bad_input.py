@@ -48,14 +48,14 @@ def test_unreadable_files_are_malformed_with_the_reason(tmp_path, tree):
 
 def test_links_fifos_and_huge_files_cost_one_count_each_and_never_hang(tmp_path, tree):
     episodic = tree.root / EPISODIC
-    (episodic / "loop").symlink_to(tree.root / "memory")  # a folder link back up the tree
+    (episodic / "loop").symlink_to(tree.root / "memory/episodic")  # a folder link back up the tree
     (episodic / "self").symlink_to(episodic / "self")  # a link to itself
     (episodic / "self.json").symlink_to(episodic / "self.json")
-    (episodic / "gone.json").symlink_to(tmp_path / "deleted.json")
+    (episodic / "gone.json").symlink_to(episodic / "deleted.json")
     os.mkfifo(episodic / "pipe.json")  # opening it for reading would wait for a writer forever
     with open(episodic / "huge.json", "wb") as fh:
         fh.truncate(8 << 30)  # 8 GiB, sparse: stat says huge, the disk holds nothing
-    (episodic / "zeros.json").symlink_to("/dev/zero")  # endless bytes behind a size of 0
+    (episodic / "zeros.json").symlink_to("/dev/zero")  # endless bytes behind a size of 0, outside the tree
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     m, reasons = curate(tmp_path, dataset(tree.root))
@@ -66,7 +66,7 @@ def test_links_fifos_and_huge_files_cost_one_count_each_and_never_hang(tmp_path,
     assert "cannot open" in reasons[str(episodic / "gone.json")]
     assert "not a regular file" in reasons[str(episodic / "pipe.json")]
     assert "over dataset.max_file_bytes=1048576" in reasons[str(episodic / "huge.json")]
-    assert "not a regular file" in reasons[str(episodic / "zeros.json")]
+    assert "symbolic link to /dev/zero, outside the memory folder" in reasons[str(episodic / "zeros.json")]
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 200_000  # KiB: nothing read whole
 
 
