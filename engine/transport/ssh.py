@@ -22,7 +22,8 @@ from engine.closure import stdlib_python
 from engine.errors import HostKeyError, TransportError
 from engine.hashing import sha256_file
 from engine.sshkeys import PinHostKey
-from engine.transport.base import LineSink, check_max_bytes, check_sha256, folders_between, symlink_refused
+from engine.transport.base import (LineAssembler, LineSink, check_max_bytes, check_sha256, folders_between,
+                                   symlink_refused)
 
 # Long fat links: a channel window of 64 MB keeps a 50 ms round trip busy at over 1 GB/s, where paramiko's
 # default 2 MB caps it near 40 MB/s. 256 KB packets (OpenSSH's maximum) cut paramiko's per-packet Python work.
@@ -152,18 +153,10 @@ class SshTransport:
             channel.set_combine_stderr(True)
             channel.settimeout(timeout)
             channel.exec_command(f"exec 2>&1; {command}")  # one stream on the pod keeps the lines in order
-            pending = b""
-            while True:
-                data = channel.recv(65536)
-                if not data:
-                    break
-                lines = (pending + data).split(b"\n")
-                pending = lines.pop()
-                for line in lines:
-                    if on_line:
-                        on_line(line.decode("utf-8", "replace"))
-            if pending and on_line:
-                on_line(pending.decode("utf-8", "replace"))
+            lines = LineAssembler(on_line)
+            while data := channel.recv(65536):
+                lines.feed(data)
+            lines.close()
             status = channel.recv_exit_status()
         except socket.timeout as exc:
             raise TransportError(f"command timed out after {timeout}s on {self.target.describe()}: {command[:80]}") from exc
