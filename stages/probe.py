@@ -28,6 +28,9 @@ class Probe(BaseStage):
         ctx.state.mark("ready")
         ctx.save()
         ctx.transport = open_transport(endpoint, ctx)
+        prepare_workdir = getattr(ctx.provider, "prepare_workdir", None)  # provider=ssh: resolve and vet it
+        if prepare_workdir is not None:
+            prepare_workdir(ctx)
         rdir = ctx.remote_dir
         lines: list[str] = []
         if ctx.transport.exec(f"mkdir -p {shlex.quote(rdir)}", on_line=lines.append) != 0:
