@@ -67,6 +67,9 @@ class SshTransport:
         self.client: paramiko.SSHClient | None = None
         self._sftp: list[paramiko.SFTPClient] = []  # lanes, see _lanes()
         self._folders: set[str] = set()  # made on the pod already
+        # How the host key was trusted at the first connection: pinned_from_log (it matched a key the pod's log
+        # announced), first_contact (nothing to check it against), known_hosts (a known_hosts file had it)
+        self.host_key: str | None = None
 
     @classmethod
     def connect(cls, endpoint, ctx) -> SshTransport:
@@ -122,7 +125,8 @@ class SshTransport:
             client.load_system_host_keys(str(t.trusted_known_hosts))
         if t.known_hosts.is_file():
             client.load_host_keys(str(t.known_hosts))
-        client.set_missing_host_key_policy(PinHostKey(t.known_hosts, t.expected_host_keys))
+        policy = PinHostKey(t.known_hosts, t.expected_host_keys)
+        client.set_missing_host_key_policy(policy)
         sock = _keepalive_socket(t.host, t.port, self.connect_timeout_s)
         try:
             client.connect(t.host, t.port, username=t.user, key_filename=str(t.key_path), sock=sock,
@@ -134,6 +138,9 @@ class SshTransport:
             raise
         client.get_transport().set_keepalive(30)
         self.client = client
+        if self.host_key is None:
+            self.host_key = ("known_hosts" if policy.accepted is None else
+                             "pinned_from_log" if t.expected_host_keys else "first_contact")
 
     def reconnect(self, deadline_s: float = 60.0) -> None:
         self.open(deadline_s)
