@@ -18,8 +18,8 @@ from loguru import logger
 
 from engine.context import RunContext
 from engine.errors import StageError
-from engine.remote_folder import check_command, verdict
 from engine.providers.base import Endpoint, Pod, PodSpec
+from engine.remote_folder import check_command, verdict
 
 DEFAULT_KEYS = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 
@@ -75,8 +75,8 @@ class SshProvider:
 
     def terminate(self, pod: Pod) -> None:
         """Your machine stays; only the run's detached processes are stopped, if any are left."""
-        if self.ctx.transport is None:
-            return
+        if self.ctx.transport is None or not (self.ctx.cfg.remote.workdir or self.default_workdir):
+            return  # no run folder was settled on (probe stopped first): nothing of the run's can be running
         rdir = shlex.quote(self.ctx.remote_dir)
         self.ctx.transport.exec(f"[ -f {rdir}/train.pid ] && kill -TERM -- -\"$(cat {rdir}/train.pid)\" 2>/dev/null; true")
 
