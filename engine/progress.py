@@ -1,6 +1,7 @@
 """The training progress bar: step/total, loss, ETA — redrawn in place on a terminal, logged otherwise."""
 from __future__ import annotations
 
+import math
 import sys
 import time
 
@@ -12,6 +13,22 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def _count(value) -> int:
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    return max(0, int(number)) if math.isfinite(number) else 0
+
+
+def _finite(value) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
 class ProgressBar:
     def __init__(self, label: str = "train", width: int = 28, stream=None):
         self.label, self.width = label, width
@@ -21,14 +38,17 @@ class ProgressBar:
         self.last_logged = 0.0
         self.drawn = False
 
-    def update(self, step: int, total: int, loss: float | None = None) -> str:
+    def update(self, step, total, loss=None) -> str:
+        """Draws whatever the pod sent: a step past the total, a total of 0, a NaN or missing loss, or a value
+        that is not a number at all never raise (the numbers come from the pod)."""
+        step, total, loss = _count(step), _count(total), _finite(loss)
         now = time.monotonic()
         if self.first is None:
             self.first = (now, step)
         t0, s0 = self.first
         rate = (step - s0) / (now - t0) if now > t0 and step > s0 else None
-        eta = _clock((total - step) / rate) if rate else "?"
-        done = int(self.width * step / total) if total else 0
+        eta = _clock((total - step) / rate) if rate and total >= step else "?"
+        done = min(self.width, int(self.width * step / total)) if total > 0 else 0
         bar = "█" * done + "·" * (self.width - done)
         loss_txt = f"loss {loss:.4f}" if loss is not None else ""
         line = f"{self.label} {step}/{total} [{bar}] {loss_txt}  ETA {eta}"

@@ -57,7 +57,9 @@ class SshProviderConfig:
     user: str = "root"
     key_path: Optional[str] = None  # private key for the login; null: ~/.ssh/id_ed25519 then id_rsa
     known_hosts: Optional[str] = None  # pin the host key from this file; null: ~/.ssh/known_hosts, else first contact
-    workdir: str = "/tmp/lorapod"  # remote.workdir when that is null
+    # remote.workdir when that is null; null: $HOME/lorapod of provider.user, resolved at probe. Either is refused
+    # when it or a folder above it is writable by others (a shared /tmp/lorapod belongs to whoever made it first)
+    workdir: Optional[str] = None
     python: str = "python3"  # remote.python when that is null
     max_fetch_mb: float = 2048  # fetch refuses one file, or all of them together, over this many MB (2^20 bytes)
 

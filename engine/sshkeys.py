@@ -47,6 +47,7 @@ class PinHostKey(paramiko.MissingHostKeyPolicy):
     def __init__(self, known_hosts: Path, expected: list[str]):
         self.known_hosts = known_hosts
         self.expected = set(expected)
+        self.accepted: str | None = None  # the fingerprint taken in, when the key was not known yet
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         got = fingerprint(key)
@@ -55,5 +56,6 @@ class PinHostKey(paramiko.MissingHostKeyPolicy):
                                f"{', '.join(sorted(self.expected))} but the server presented {got}",
                                "something else answered on that address; nothing was sent to it")
         client.get_host_keys().add(hostname, key.get_name(), key)
+        self.accepted = got
         self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
         client.save_host_keys(str(self.known_hosts))

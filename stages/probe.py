@@ -28,6 +28,10 @@ class Probe(BaseStage):
         ctx.state.mark("ready")
         ctx.save()
         ctx.transport = open_transport(endpoint, ctx)
+        _record_host_key(ctx, endpoint)
+        prepare_workdir = getattr(ctx.provider, "prepare_workdir", None)  # provider=ssh: resolve and vet it
+        if prepare_workdir is not None:
+            prepare_workdir(ctx)
         rdir = ctx.remote_dir
         lines: list[str] = []
         if ctx.transport.exec(f"mkdir -p {shlex.quote(rdir)}", on_line=lines.append) != 0:
@@ -45,6 +49,15 @@ class Probe(BaseStage):
             closure.install(ctx)
             version = _check_python(ctx)
         logger.info(f"pod ready: python {version} at {ctx.remote_python}; run folder {rdir}")
+
+
+def _record_host_key(ctx: RunContext, endpoint) -> None:
+    """How the pod's host key came to be trusted, for state.json and run-summary.json; the first probe's answer
+    stays (a resumed run finds the key in its own known_hosts, which says nothing about how it got there)."""
+    mode = getattr(ctx.transport, "host_key", None)
+    if mode is None or "host_key" in ctx.state.outputs:
+        return
+    ctx.state.outputs["host_key"] = {"mode": mode, "host_keys_missing": endpoint.host_keys_missing}
 
 
 def _check_python(ctx: RunContext) -> str:

@@ -97,6 +97,7 @@ class Train(BaseStage):
             code = self._follow(ctx, follower)
         finally:
             follower.close()
+            ctx.state.outputs["pod_output"] = follower.report()
         ctx.state.mark("train_exited")
         ctx.save()
         if code != 0:
@@ -158,43 +159,110 @@ def _read_exit_code(ctx: RunContext, rdir: str) -> int | None:
         return None
 
 
-class _Follower:
-    """Turns streamed log lines into the progress bar, run.log lines and a home copy of train.log."""
+POD_OUTPUT_IN_RUN_LOG = 8 * 1024 * 1024  # bytes of the pod's plain lines copied into run.log (`pod| `)
+HOME_TRAIN_LOG_MAX = 1024 * 1024 * 1024  # bytes of train.log kept at home; the pod's own copy has the rest
 
-    def __init__(self, ctx: RunContext):
+
+def _number(value) -> float | None:
+    """A JSON number as a float; None for anything else (null, a string, true: bool is an int to Python)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _read_event(payload: str) -> tuple[dict | None, str | None]:
+    """(event, None), or (None, what is wrong with it): the problem names a kind, so each kind is told once."""
+    try:
+        event = json.loads(payload)
+    except (json.JSONDecodeError, RecursionError):
+        return None, "not valid JSON"
+    if not isinstance(event, dict):
+        return None, f"a JSON {type(event).__name__}, not an object"
+    kind = event.get("event")
+    if not isinstance(kind, str):
+        return None, "no \"event\" name"
+    wanted = {"step": ("step", "total"), "start": (), "eval": ("eval_loss",), "done": ()}.get(kind, ())
+    for key in wanted:
+        if _number(event.get(key)) is None:
+            return None, f"{kind!r} event with {key!r} = {event.get(key)!r}, not a number"
+    return event, None
+
+
+class _Follower:
+    """Turns streamed log lines into the progress bar, run.log lines and a home copy of train.log.
+
+    What the pod prints is not trusted: a progress event that cannot be read is reported once per kind of
+    problem (with its line in train.log) and ignored, so training goes on; the pod's plain lines go into run.log
+    up to POD_OUTPUT_IN_RUN_LOG bytes, and into the home train.log up to HOME_TRAIN_LOG_MAX (each line is at
+    most engine.transport.base.MAX_LINE long: the transport cut it)."""
+
+    def __init__(self, ctx: RunContext, run_log_budget: int = POD_OUTPUT_IN_RUN_LOG,
+                 home_log_budget: int = HOME_TRAIN_LOG_MAX):
         self.ctx = ctx
         self.lines_seen = 0
         self.last_lines: deque[str] = deque(maxlen=20)
         self.bar = ProgressBar()
         self.events: dict[str, dict] = {}
         self.log = open(ctx.run_dir / "train.log", "a", encoding="utf-8")
+        self.run_log_budget, self.home_log_budget = run_log_budget, home_log_budget
+        self.bad_events: dict[str, int] = {}  # problem -> how many lines had it
+        self.longest_line = 0  # in characters: what the transport let through
 
     def line(self, text: str) -> None:
         self.lines_seen += 1
-        self.log.write(redact(text) + "\n")  # a library on the pod may print what it should not
-        self.log.flush()
+        self.longest_line = max(self.longest_line, len(text))
+        self._keep(redact(text))  # a library on the pod may print what it should not
         if not text.startswith(EVENT_PREFIX):
             self.last_lines.append(text)
-            logger.debug(f"pod| {text}")
+            self._to_run_log(text)
             return
-        try:
-            event = json.loads(text[len(EVENT_PREFIX):])
-        except json.JSONDecodeError:
+        event, problem = _read_event(text[len(EVENT_PREFIX):])
+        if problem is not None:
+            self.bad_events[problem] = self.bad_events.get(problem, 0) + 1
+            if self.bad_events[problem] == 1:
+                logger.warning(f"ignored a progress event the pod printed (train.log line {self.lines_seen}): "
+                               f"{problem}; training goes on, and further events like it are counted, not shown")
             return
-        kind = event.get("event")
+        kind = event["event"]
         self.events[kind if kind != "eval" else f"eval_{event.get('phase')}"] = event
         if kind == "step":
-            self.bar.update(event["step"], event["total"], event.get("loss"))
+            self.bar.update(event["step"], event["total"], _number(event.get("loss")))
         elif kind == "start":
             self.ctx.state.mark("train_started")
             logger.info(f"{event.get('total')} steps with {event.get('backend')} on {event.get('device')}")
         elif kind == "eval":
             self.bar.close()
-            logger.info(f"eval loss {event.get('phase')} training: {event.get('eval_loss'):.4f}")
+            logger.info(f"eval loss {event.get('phase')} training: {event['eval_loss']:.4f}")
+
+    def _keep(self, text: str) -> None:
+        if self.home_log_budget <= 0:
+            return
+        self.home_log_budget -= len(text) + 1
+        if self.home_log_budget <= 0:
+            text = (f"[lorapod: train.log kept at home is full ({HOME_TRAIN_LOG_MAX} bytes); the rest is in "
+                    f"{self.ctx.remote_dir}/train.log on the pod]")
+        self.log.write(text + "\n")
+        self.log.flush()
+
+    def _to_run_log(self, text: str) -> None:
+        if self.run_log_budget <= 0:
+            return
+        self.run_log_budget -= len(text) + 6
+        if self.run_log_budget > 0:
+            logger.debug(f"pod| {text}")
+        else:
+            logger.info(f"the pod's output is too much for run.log: the rest of it is only in "
+                        f"{self.ctx.run_dir / 'train.log'}")
+
+    def report(self) -> dict:
+        """What came from the pod, for state.json: the longest line received, the events ignored."""
+        return {"lines": self.lines_seen, "longest_line": self.longest_line, "bad_events": dict(self.bad_events),
+                "run_log_full": self.run_log_budget <= 0}
 
     def summary(self) -> str:
         done = self.events.get("done", {})
-        return f"{done.get('steps')} steps, train loss {done.get('train_loss', float('nan')):.4f}"
+        loss = _number(done.get("train_loss"))
+        return f"{done.get('steps')} steps, train loss " + (f"{loss:.4f}" if loss is not None else "?")
 
     def close(self) -> None:
         self.bar.close()

@@ -38,6 +38,9 @@ class Endpoint:
     key_path: str | None = None  # private key to log in with
     host_keys: list[str] = field(default_factory=list)  # `<type> SHA256:<fp>` the pod announced; empty: pin at first contact
     trusted_known_hosts: str | None = None  # a known_hosts file to trust as well (a machine you already know)
+    # Why the host keys the image should have named in its log were not found (so first contact decides); None
+    # when it named them or was never expected to
+    host_keys_missing: str | None = None
 
 
 class Provider(Protocol):

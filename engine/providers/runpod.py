@@ -436,27 +436,33 @@ class RunPodProvider:
                 return None  # RUNNING alone is not ready: no public TCP mapping of 22 yet
             host, port, user = tcp22[0]["ip"], int(tcp22[0]["public"]), "root"
         key_path, _ = run_keypair(self.ctx.run_dir / "ssh", self.ctx.pod_name)
-        host_keys = self._announced_host_keys(info["id"]) if self.ctx.cfg.image.logs_host_keys else []
-        return Endpoint(kind="ssh", host=host, port=port, user=user, key_path=str(key_path), host_keys=host_keys)
+        host_keys, missing = self._announced_host_keys(info["id"]) if self.ctx.cfg.image.logs_host_keys else ([], None)
+        return Endpoint(kind="ssh", host=host, port=port, user=user, key_path=str(key_path), host_keys=host_keys,
+                        host_keys_missing=missing)
 
-    def _announced_host_keys(self, pod_id: str) -> list[str]:
-        """The host keys the pod's log names. A pod is ready once its port is mapped, which can be before its
-        start script has printed them (RunPod's prints them after starting sshd), so the log is read again for
-        up to HOST_KEY_WAIT_S before falling back to pinning at first contact."""
+    def _announced_host_keys(self, pod_id: str) -> tuple[list[str], str | None]:
+        """(the host keys the pod's log names, None), or ([], why none were found). A pod is ready once its port
+        is mapped, which can be before its start script has printed them (RunPod's prints them after starting
+        sshd), so the log is read again for up to HOST_KEY_WAIT_S before falling back to pinning at first contact.
+        That fallback is said as a warning and recorded (run-summary.json's host_key): the image was expected
+        to name its keys (image.logs_host_keys), so the first key that answers is trusted without that check."""
         give_up = time.monotonic() + HOST_KEY_WAIT_S
         while True:
             try:
                 found = announced(self.api.logs(pod_id))
             except ProviderError as exc:
-                logger.warning(f"could not read the pod's log for its host keys ({exc}); pinning at first contact")
-                return []
+                why = f"the pod's log could not be read ({exc})"
+                break
             if found:
-                return found
+                return found, None
             if time.monotonic() >= give_up:
-                logger.warning(f"the pod's log named no host key within {HOST_KEY_WAIT_S:.0f}s; pinning at first "
-                               "contact")
-                return []
+                why = f"the pod's log named no host key within {HOST_KEY_WAIT_S:.0f}s"
+                break
             time.sleep(min(2.0, self.settings.poll_interval_s))
+        logger.warning(f"expected the image to name its SSH host keys in the pod's log (image.logs_host_keys) but "
+                       f"found none: {why}; pinning at first contact instead, so the first key that answers is "
+                       "trusted unchecked")
+        return [], why
 
     def _log_tail(self, pod: Pod, lines: int = 40) -> str:
         try:

@@ -13,6 +13,57 @@ if TYPE_CHECKING:
 
 LineSink = Callable[[str], None]
 
+# A pod that prints without newlines (a progress bar drawn with \r, a runaway print) must not grow a buffer
+# here without bound: a line is cut at MAX_LINE bytes, marker included, and the rest of it is dropped up to its
+# newline. remote_image/follow_log.py cuts at the same length (a test keeps them equal), so a line it cut passes
+# through here whole.
+MAX_LINE = 64 * 1024
+CUT_MARKER = f" [lorapod: line cut at {MAX_LINE} bytes, the rest of it dropped]".encode()
+
+
+class LineAssembler:
+    """Bytes in, whole lines (str, no newline) out, none longer than MAX_LINE bytes, and never more than
+    MAX_LINE bytes held between calls. `held_max` is the most it ever held (what a test checks)."""
+
+    def __init__(self, sink: LineSink | None, max_line: int = MAX_LINE):
+        self.sink, self.max_line = sink, max_line
+        self.pending = bytearray()
+        self.dropping = False  # the current line was cut: drop bytes up to its newline
+        self.held_max = 0
+        self.cut = 0  # lines cut so far
+
+    def feed(self, data: bytes) -> None:
+        start = 0
+        while start < len(data):
+            end = data.find(b"\n", start)
+            piece = data[start:] if end < 0 else data[start:end]
+            if not self.dropping:
+                self.pending += piece[: self.max_line + 1 - len(self.pending)]
+                self.held_max = max(self.held_max, len(self.pending))
+                if len(self.pending) > self.max_line:
+                    self._emit(bytes(self.pending[: self.max_line - len(CUT_MARKER)]) + CUT_MARKER)
+                    self.cut += 1
+                    self.dropping = True
+            if end < 0:
+                return
+            if not self.dropping:
+                self._emit(bytes(self.pending))
+            self.pending.clear()
+            self.dropping = False
+            start = end + 1
+
+    def close(self) -> None:
+        """The stream ended: a last line without a newline is still a line."""
+        if self.pending and not self.dropping:
+            self._emit(bytes(self.pending))
+        self.pending.clear()
+        self.dropping = False
+
+    def _emit(self, line: bytes) -> None:
+        self.pending.clear()
+        if self.sink:
+            self.sink(line.decode("utf-8", "replace"))
+
 
 class Transport(Protocol):
     def exec(self, command: str, on_line: LineSink | None = None, timeout: float | None = None) -> int:

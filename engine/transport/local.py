@@ -11,7 +11,8 @@ from pathlib import Path
 from engine.hashing import sha256_file
 from engine.errors import TransportError
 from engine.secrets import is_secret_name
-from engine.transport.base import LineSink, check_max_bytes, check_sha256, folders_between, symlink_refused
+from engine.transport.base import (LineAssembler, LineSink, check_max_bytes, check_sha256, folders_between,
+                                   symlink_refused)
 
 
 class LocalTransport:
@@ -19,11 +20,12 @@ class LocalTransport:
         # None of our secrets in the "pod's" environment, as none would be in a real pod's SSH session.
         env = {k: v for k, v in os.environ.items() if not is_secret_name(k)}
         proc = subprocess.Popen(["bash", "-c", command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, text=True, errors="replace", env=env)
+                                stdin=subprocess.DEVNULL, env=env)
+        lines = LineAssembler(on_line)  # not readline(): a line without a newline would be read whole
         try:
-            for line in proc.stdout:
-                if on_line:
-                    on_line(line.rstrip("\n"))
+            while data := proc.stdout.read1(65536):
+                lines.feed(data)
+            lines.close()
             return proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired as exc:
             proc.kill()

@@ -22,7 +22,8 @@ from engine.closure import stdlib_python
 from engine.errors import HostKeyError, TransportError
 from engine.hashing import sha256_file
 from engine.sshkeys import PinHostKey
-from engine.transport.base import LineSink, check_max_bytes, check_sha256, folders_between, symlink_refused
+from engine.transport.base import (LineAssembler, LineSink, check_max_bytes, check_sha256, folders_between,
+                                   symlink_refused)
 
 # Long fat links: a channel window of 64 MB keeps a 50 ms round trip busy at over 1 GB/s, where paramiko's
 # default 2 MB caps it near 40 MB/s. 256 KB packets (OpenSSH's maximum) cut paramiko's per-packet Python work.
@@ -66,6 +67,9 @@ class SshTransport:
         self.client: paramiko.SSHClient | None = None
         self._sftp: list[paramiko.SFTPClient] = []  # lanes, see _lanes()
         self._folders: set[str] = set()  # made on the pod already
+        # How the host key was trusted at the first connection: pinned_from_log (it matched a key the pod's log
+        # announced), first_contact (nothing to check it against), known_hosts (a known_hosts file had it)
+        self.host_key: str | None = None
 
     @classmethod
     def connect(cls, endpoint, ctx) -> SshTransport:
@@ -121,7 +125,8 @@ class SshTransport:
             client.load_system_host_keys(str(t.trusted_known_hosts))
         if t.known_hosts.is_file():
             client.load_host_keys(str(t.known_hosts))
-        client.set_missing_host_key_policy(PinHostKey(t.known_hosts, t.expected_host_keys))
+        policy = PinHostKey(t.known_hosts, t.expected_host_keys)
+        client.set_missing_host_key_policy(policy)
         sock = _keepalive_socket(t.host, t.port, self.connect_timeout_s)
         try:
             client.connect(t.host, t.port, username=t.user, key_filename=str(t.key_path), sock=sock,
@@ -133,6 +138,9 @@ class SshTransport:
             raise
         client.get_transport().set_keepalive(30)
         self.client = client
+        if self.host_key is None:
+            self.host_key = ("known_hosts" if policy.accepted is None else
+                             "pinned_from_log" if t.expected_host_keys else "first_contact")
 
     def reconnect(self, deadline_s: float = 60.0) -> None:
         self.open(deadline_s)
@@ -152,18 +160,10 @@ class SshTransport:
             channel.set_combine_stderr(True)
             channel.settimeout(timeout)
             channel.exec_command(f"exec 2>&1; {command}")  # one stream on the pod keeps the lines in order
-            pending = b""
-            while True:
-                data = channel.recv(65536)
-                if not data:
-                    break
-                lines = (pending + data).split(b"\n")
-                pending = lines.pop()
-                for line in lines:
-                    if on_line:
-                        on_line(line.decode("utf-8", "replace"))
-            if pending and on_line:
-                on_line(pending.decode("utf-8", "replace"))
+            lines = LineAssembler(on_line)
+            while data := channel.recv(65536):
+                lines.feed(data)
+            lines.close()
             status = channel.recv_exit_status()
         except socket.timeout as exc:
             raise TransportError(f"command timed out after {timeout}s on {self.target.describe()}: {command[:80]}") from exc
