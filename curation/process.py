@@ -16,6 +16,7 @@ from curation.dedup import Signer
 from curation.example import Candidate, Example, encode
 from curation.filters import MemoryFilter
 from curation.memory import Malformed, parse
+from curation.persona import Persona
 from curation.read import parse_json, read_bytes
 
 
@@ -39,11 +40,13 @@ class Batch:
         self.saw(other.newest)
 
 
+_EPISODIC = f"{os.sep}memory{os.sep}episodic{os.sep}"
+
+
 class Processor:
-    def __init__(self, ds):
-        """`ds` is the dataset config (engine.schema.DatasetConfig) as plain dataclasses."""
-        persona = ds.persona
-        self.style = Style(persona.name, persona.system_prompt.format(name=persona.name), dict(ds.templates),
+    def __init__(self, ds, persona: Persona):
+        """`ds` is the dataset config (engine.schema.DatasetConfig) as plain dataclasses; `persona` its resolution."""
+        self.style = Style(persona.name, persona.system_prompt, dict(ds.templates),
                            ds.max_words.instruction, ds.max_words.input, ds.max_words.output)
         self.keep = MemoryFilter(ds.filters)
         self.sign = Signer(ds.dedup.shingle_words)
@@ -60,8 +63,11 @@ class Processor:
                 batch.malformed.append((path, str(bad)))
                 continue
             batch.saw(mem.when)
-            self._finish(self.keep.reason(mem) or from_memory(mem, hashlib.sha256(data).hexdigest(), self.style),
-                         batch)
+            outcome = self.keep.reason(mem) or from_memory(mem, hashlib.sha256(data).hexdigest(), self.style)
+            if not isinstance(outcome, str) and outcome.thread is not None:
+                # Conversation ids are unique within one MetaHuman OS tree: two profiles' never meet.
+                outcome.thread = f"{path[:max(0, path.find(_EPISODIC))]}\0{outcome.thread}"
+            self._finish(outcome, batch)
         return batch
 
     def rows(self, items: Iterable[tuple[str, bytes | Malformed]]) -> Batch:
@@ -89,4 +95,4 @@ class Processor:
             return
         digest, shingles = self.sign(outcome.text)
         batch.candidates.append(Candidate(outcome.id, outcome.type, outcome.when, outcome.importance,
-                                          encode(outcome.row()), digest, shingles))
+                                          encode(outcome.row()), digest, shingles, outcome.thread))

@@ -1,0 +1,70 @@
+"""Conversation memories of one conversation -> one multi-turn example. A set-wide step: after the per-memory
+work (whose workers each see only a run of files), before deduplication.
+
+MetaHuman OS stores every exchange of a chat as its own memory (content: what the user said, response: the
+persona's reply) with metadata.conversationId, or only metadata.sessionId. Memories of type conversation or
+chat that share one (conversationId first, sessionId when a memory has none; within one profile) become one
+example: the system prompt, then user / assistant for each exchange in timestamp order (ties by memory id).
+
+- Training: remote_image/train_unsloth.py puts the loss on the final assistant answer only; the earlier
+  answers are context, as the persona's own side of the conversation, and are not trained on.
+- Length: at most dataset.max_turns exchanges per example. A longer conversation is split into consecutive
+  parts from its start, each its own example, so no exchange is lost and a conversation that grows later
+  changes only its last part. Each turn already obeys dataset.max_words (input + output), so an example
+  holds at most max_turns x (input + output) words; the trainer cuts the oldest exchanges to fit
+  train.max_seq_length, never the final answer.
+- A memory of the conversation that a filter dropped (no response, too short, no consent ...) is counted
+  under its reason and is simply missing from the example: the other exchanges stay.
+- Ids: `conversation-<conversationId>` (or `session-<sessionId>`), `...-2`, `-3` for later parts; the id,
+  not the content, picks the eval split, so adding exchanges to a conversation does not move its first part.
+  A conversation with one surviving memory stays that memory's example, under the memory's id.
+- Time: the last exchange's timestamp; importance: the most important exchange's.
+- metadata.source_ids / source_sha256 list every memory in the example, in turn order; `turns` counts them;
+  `conversation` names the thread. Candidate.size carries the count, so the manifest's counts stay in memories.
+"""
+from __future__ import annotations
+
+import json
+
+from curation.dedup import Signer
+from curation.example import Candidate, encode
+
+
+def group(candidates: list[Candidate], max_turns: int, sign: Signer) -> list[Candidate]:
+    """Candidates with the turns of each conversation merged; the others unchanged, in their order."""
+    threads: dict[str, list[Candidate]] = {}
+    out: list[Candidate] = []
+    for c in candidates:
+        if c.thread is None:
+            out.append(c)
+        else:
+            threads.setdefault(c.thread, []).append(c)
+    for key, turns in threads.items():
+        if len(turns) == 1:
+            out.append(turns[0])
+            continue
+        turns.sort(key=lambda c: (c.when is None, c.when or 0.0, c.id))
+        thread = key.rpartition("\0")[2]
+        name = thread.replace(":", "-", 1)
+        for start in range(0, len(turns), max_turns):
+            part = start // max_turns + 1
+            out.append(_merge(turns[start:start + max_turns], name if part == 1 else f"{name}-{part}", thread, sign))
+    return out
+
+
+def _merge(turns: list[Candidate], example_id: str, thread: str, sign: Signer) -> Candidate:
+    rows = [json.loads(c.line) for c in turns]
+    messages = rows[0]["messages"][:1]  # the system prompt: the same in every row
+    source_ids, sha256 = [], []
+    for row in rows:
+        messages += row["messages"][1:]
+        source_ids += row["metadata"]["source_ids"]
+        sha256 += row["metadata"]["source_sha256"]
+    last = rows[-1]["metadata"]
+    row = {"id": example_id, "messages": messages,
+           "metadata": {"source_ids": source_ids, "source_sha256": sha256, "type": last["type"],
+                        "timestamp": last["timestamp"], "conversation": thread, "turns": len(turns)}}
+    digest, shingles = sign("\n".join(m["content"] for m in messages[1:]))
+    end = turns[-1]
+    return Candidate(example_id, end.type, end.when, max(c.importance for c in turns), encode(row), digest, shingles,
+                     None, sum(c.size for c in turns))
