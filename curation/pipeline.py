@@ -77,8 +77,9 @@ def _prepare(ds, eval_fraction: float, out_dir: Path) -> dict:
     dropped = zero_counts() | dict(total.dropped)
     dropped["malformed"] = len(malformed)
 
-    candidates = group(total.candidates, ds.max_turns, Signer(ds.dedup.shingle_words))
-    kept, dropped["duplicate"], dropped["near_duplicate"] = deduplicate(candidates, ds.dedup.near_threshold)
+    candidates, repeats = group(total.candidates, ds.max_turns, Signer(ds.dedup.shingle_words))
+    kept, exact, dropped["near_duplicate"] = deduplicate(candidates, ds.dedup.near_threshold)
+    dropped["duplicate"] = repeats + exact
     f = ds.filters
     reference = bound(f.reference_date, end=False) if f.reference_date else total.newest
     selected = select(kept, f.max_examples, dict(f.type_share), f.half_life_days, reference)

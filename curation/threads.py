@@ -13,6 +13,8 @@ example: the system prompt, then user / assistant for each exchange in timestamp
   changes only its last part. Each turn already obeys dataset.max_words (input + output), so an example
   holds at most max_turns x (input + output) words; the trainer cuts the oldest exchanges to fit
   train.max_seq_length, never the final answer.
+- An exchange stored twice in one conversation (same words after normalisation) is said once: the newest
+  copy stays and the others count as `duplicate`.
 - A memory of the conversation that a filter dropped (no response, too short, no consent ...) is counted
   under its reason and is simply missing from the example: the other exchanges stay.
 - Ids: `conversation-<conversationId>` (or `session-<sessionId>`), `...-2`, `-3` for later parts; the id,
@@ -30,10 +32,12 @@ from curation.dedup import Signer
 from curation.example import Candidate, encode
 
 
-def group(candidates: list[Candidate], max_turns: int, sign: Signer) -> list[Candidate]:
-    """Candidates with the turns of each conversation merged; the others unchanged, in their order."""
+def group(candidates: list[Candidate], max_turns: int, sign: Signer) -> tuple[list[Candidate], int]:
+    """(candidates with the turns of each conversation merged, the others unchanged in their order;
+    memories dropped as a repeat of a newer turn of their own conversation)."""
     threads: dict[str, list[Candidate]] = {}
     out: list[Candidate] = []
+    repeats = 0
     for c in candidates:
         if c.thread is None:
             out.append(c)
@@ -44,12 +48,30 @@ def group(candidates: list[Candidate], max_turns: int, sign: Signer) -> list[Can
             out.append(turns[0])
             continue
         turns.sort(key=lambda c: (c.when is None, c.when or 0.0, c.id))
+        distinct = _without_repeats(turns)
+        repeats += len(turns) - len(distinct)
+        turns = distinct
+        if len(turns) == 1:
+            out.append(turns[0])
+            continue
         thread = key.rpartition("\0")[2]
         name = thread.replace(":", "-", 1)
         for start in range(0, len(turns), max_turns):
             part = start // max_turns + 1
             out.append(_merge(turns[start:start + max_turns], name if part == 1 else f"{name}-{part}", thread, sign))
-    return out
+    return out, repeats
+
+
+def _without_repeats(turns: list[Candidate]) -> list[Candidate]:
+    """An exchange stored twice (an agent that re-ran) would be said twice in the chat: the newest copy stays,
+    in its place, as deduplication would keep it; the others count as duplicates."""
+    seen: set[int] = set()
+    kept = []
+    for c in reversed(turns):
+        if c.digest not in seen:
+            seen.add(c.digest)
+            kept.append(c)
+    return kept[::-1]
 
 
 def _merge(turns: list[Candidate], example_id: str, thread: str, sign: Signer) -> Candidate:
