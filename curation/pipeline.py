@@ -20,7 +20,7 @@ from engine.hashing import sha256_file
 from curation import report
 from curation.cap import select
 from curation.dates import bound, iso
-from curation.dedup import Signer, deduplicate
+from curation.dedup import deduplicate
 from curation.example import Candidate
 from curation.parallel import default_workers, map_chunks
 from curation.process import Batch, Processor
@@ -77,7 +77,7 @@ def _prepare(ds, eval_fraction: float, out_dir: Path) -> dict:
     dropped = zero_counts() | dict(total.dropped)
     dropped["malformed"] = len(malformed)
 
-    candidates, repeats = group(total.candidates, ds.max_turns, Signer(ds.dedup.shingle_words))
+    candidates, repeats = group(total.candidates, ds.max_turns)
     kept, exact, dropped["near_duplicate"] = deduplicate(candidates, ds.dedup.near_threshold)
     dropped["duplicate"] = repeats + exact
     f = ds.filters

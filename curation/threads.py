@@ -27,12 +27,12 @@ example: the system prompt, then user / assistant for each exchange in timestamp
 from __future__ import annotations
 
 import json
+from array import array
 
-from curation.dedup import Signer
 from curation.example import Candidate, encode
 
 
-def group(candidates: list[Candidate], max_turns: int, sign: Signer) -> tuple[list[Candidate], int]:
+def group(candidates: list[Candidate], max_turns: int) -> tuple[list[Candidate], int]:
     """(candidates with the turns of each conversation merged, the others unchanged in their order;
     memories dropped as a repeat of a newer turn of their own conversation)."""
     threads: dict[str, list[Candidate]] = {}
@@ -58,7 +58,7 @@ def group(candidates: list[Candidate], max_turns: int, sign: Signer) -> tuple[li
         name = thread.replace(":", "-", 1)
         for start in range(0, len(turns), max_turns):
             part = start // max_turns + 1
-            out.append(_merge(turns[start:start + max_turns], name if part == 1 else f"{name}-{part}", thread, sign))
+            out.append(_merge(turns[start:start + max_turns], name if part == 1 else f"{name}-{part}", thread))
     return out, repeats
 
 
@@ -74,7 +74,7 @@ def _without_repeats(turns: list[Candidate]) -> list[Candidate]:
     return kept[::-1]
 
 
-def _merge(turns: list[Candidate], example_id: str, thread: str, sign: Signer) -> Candidate:
+def _merge(turns: list[Candidate], example_id: str, thread: str) -> Candidate:
     rows = [json.loads(c.line) for c in turns]
     messages = rows[0]["messages"][:1]  # the system prompt: the same in every row
     source_ids, sha256 = [], []
@@ -86,7 +86,11 @@ def _merge(turns: list[Candidate], example_id: str, thread: str, sign: Signer) -
     row = {"id": example_id, "messages": messages,
            "metadata": {"source_ids": source_ids, "source_sha256": sha256, "type": last["type"],
                         "timestamp": last["timestamp"], "conversation": thread, "turns": len(turns)}}
-    digest, shingles = sign("\n".join(m["content"] for m in messages[1:]))
+    # Deduplication compares what the exchanges' signatures say, combined rather than signed again (signing
+    # was most of this step's time): two conversations are exact duplicates when every exchange is, in order,
+    # and near ones by the union of their exchanges' shingles (those spanning two exchanges left out).
+    digest = hash(tuple(c.digest for c in turns))
+    shingles = array("q", sorted(set().union(*(c.shingles for c in turns))))
     end = turns[-1]
     return Candidate(example_id, end.type, end.when, max(c.importance for c in turns), encode(row), digest, shingles,
                      None, sum(c.size for c in turns))

@@ -157,3 +157,22 @@ def test_the_table_reports_examples_and_conversations(tmp_path):
         say(tree, n, hours=n, meta={"conversationId": "c"})
     m, _ = prepared(tmp_path, dataset(tree.root))
     assert "1 examples, 1 of them multi-turn conversations" in curation.table(m)[-1]
+
+
+def test_a_conversation_stored_twice_is_a_duplicate_and_a_reworded_one_a_near_duplicate(tmp_path):
+    tree = Tree(tmp_path / "mh")
+    for cid, hours in (("first", 0), ("copy", 10)):  # the same two exchanges under another id, later
+        say(tree, 1, hours=hours + 1, meta={"conversationId": cid})
+        say(tree, 2, hours=hours + 2, meta={"conversationId": cid})
+    say(tree, 3, hours=21, meta={"conversationId": "other"})
+    reworded = tree.add(type="conversation", content=f"Question 4: {sentence(104, 8)}", hours=22,
+                        response=f"Answer 3: {sentence(203, 10)}", metadata={"conversationId": "other"})
+    say(tree, 3, hours=31, meta={"conversationId": "reworded"})
+    tree.add(type="conversation", content=f"Question 4: {sentence(104, 8)}", hours=32,
+             response=f"Answer 3: {sentence(203, 9)} changed.", metadata={"conversationId": "reworded"})
+
+    m, rows = prepared(tmp_path, dataset(tree.root))
+
+    assert set(rows) == {"conversation-copy", "conversation-reworded"}  # the newer of each pair
+    assert m["dropped"]["duplicate"] == 2 and m["dropped"]["near_duplicate"] == 2  # counted in memories
+    assert mem_id(reworded) not in rows["conversation-reworded"]["metadata"]["source_ids"]
