@@ -70,14 +70,15 @@ def _prepare(ds, eval_fraction: float, out_dir: Path) -> dict:
                                "set dataset.path to the MetaHuman OS root folder (the one with memory/ or "
                                "profiles/ in it); nothing was rented")
         items, method = json_files([str(r) for r in roots], unlisted), "memory_files"
-    for batch in map_chunks(getattr(Processor(ds, persona), method), items, ds.workers or default_workers()):
+    workers = ds.workers or default_workers()
+    for batch in map_chunks(getattr(Processor(ds, persona), method), items, workers):
         total.add(batch)
     read = total.read + len(unlisted)  # a folder that cannot be listed is one bad input
     malformed = total.malformed + unlisted
     dropped = zero_counts() | dict(total.dropped)
     dropped["malformed"] = len(malformed)
 
-    candidates, repeats = group(total.candidates, ds.max_turns)
+    candidates, repeats = group(total.candidates, ds.max_turns, workers)
     kept, exact, dropped["near_duplicate"] = deduplicate(candidates, ds.dedup.near_threshold)
     dropped["duplicate"] = repeats + exact
     f = ds.filters

@@ -28,37 +28,54 @@ from __future__ import annotations
 
 import json
 from array import array
+from functools import partial
 
 from curation.example import Candidate, encode
+from curation.parallel import map_chunks
 
 
-def group(candidates: list[Candidate], max_turns: int) -> tuple[list[Candidate], int]:
+def group(candidates: list[Candidate], max_turns: int, workers: int = 1) -> tuple[list[Candidate], int]:
     """(candidates with the turns of each conversation merged, the others unchanged in their order;
-    memories dropped as a repeat of a newer turn of their own conversation)."""
+    memories dropped as a repeat of a newer turn of their own conversation).
+
+    Merging parses and re-encodes every turn: it runs on `workers` cores (curation.parallel), so that this
+    set-wide step does not become the serial part that a many-core machine waits for.
+    """
     threads: dict[str, list[Candidate]] = {}
     out: list[Candidate] = []
-    repeats = 0
     for c in candidates:
         if c.thread is None:
             out.append(c)
         else:
             threads.setdefault(c.thread, []).append(c)
-    for key, turns in threads.items():
-        if len(turns) == 1:
-            out.append(turns[0])
-            continue
+    several = []
+    for item in threads.items():
+        if len(item[1]) == 1:
+            out.append(item[1][0])
+        else:
+            several.append(item)
+    repeats = 0
+    for merged, dropped in map_chunks(partial(_merge_threads, max_turns), several, workers):
+        out += merged
+        repeats += dropped
+    return out, repeats
+
+
+def _merge_threads(max_turns: int, threads: list[tuple[str, list[Candidate]]]) -> tuple[list[Candidate], int]:
+    out: list[Candidate] = []
+    repeats = 0
+    for key, turns in threads:
         turns.sort(key=lambda c: (c.when is None, c.when or 0.0, c.id))
         distinct = _without_repeats(turns)
         repeats += len(turns) - len(distinct)
-        turns = distinct
-        if len(turns) == 1:
-            out.append(turns[0])
+        if len(distinct) == 1:
+            out.append(distinct[0])
             continue
         thread = key.rpartition("\0")[2]
         name = thread.replace(":", "-", 1)
-        for start in range(0, len(turns), max_turns):
+        for start in range(0, len(distinct), max_turns):
             part = start // max_turns + 1
-            out.append(_merge(turns[start:start + max_turns], name if part == 1 else f"{name}-{part}", thread))
+            out.append(_merge(distinct[start:start + max_turns], name if part == 1 else f"{name}-{part}", thread))
     return out, repeats
 
 

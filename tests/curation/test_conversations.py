@@ -176,3 +176,20 @@ def test_a_conversation_stored_twice_is_a_duplicate_and_a_reworded_one_a_near_du
     assert set(rows) == {"conversation-copy", "conversation-reworded"}  # the newer of each pair
     assert m["dropped"]["duplicate"] == 2 and m["dropped"]["near_duplicate"] == 2  # counted in memories
     assert mem_id(reworded) not in rows["conversation-reworded"]["metadata"]["source_ids"]
+
+
+def test_conversations_merged_on_two_workers_give_the_same_dataset_as_one_process(tmp_path, monkeypatch):
+    import curation.parallel
+
+    monkeypatch.setattr(curation.parallel, "CHUNK", 4)  # several runs of memories and of conversations
+    tree = Tree(tmp_path / "mh")
+    for n in range(40):
+        say(tree, n, hours=n, meta={"conversationId": f"c{n % 7}"} if n % 5 else {"sessionId": "s"})
+    outputs = []
+    for workers in (1, 2):
+        out = tmp_path / f"out{workers}"
+        m = curation.prepare(dataset(tree.root, workers=workers, max_turns=3), 0.3, out)
+        outputs.append(((out / "train.jsonl").read_bytes(), (out / "eval.jsonl").read_bytes(),
+                        {k: v for k, v in m.items() if k != "config"}))
+    assert outputs[0] == outputs[1]
+    assert outputs[0][2]["conversations"] > 4 and outputs[0][2]["kept_memories"] == 40
