@@ -43,7 +43,7 @@ def from_memory(mem: Memory, sha256: str, style: Style) -> Example | str:
     messages = [{"role": "system", "content": style.system_prompt}, {"role": "user", "content": user},
                 {"role": "assistant", "content": answer}]
     return Example(mem.id, mem.type, mem.timestamp, mem.when, mem.importance, messages, text, mem.id, sha256,
-                   mem.thread if mem.type in CONVERSATION_TYPES else None)
+                   mem.thread)
 
 
 def from_row(obj: object, fallback_id: str, sha256: str, style: Style) -> Example | str:
