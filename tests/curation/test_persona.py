@@ -155,3 +155,18 @@ def test_a_run_finds_the_name_in_core_json_and_records_it(tmp_path, run_dir):
     assert run.proc.returncode == 0, run.output
     manifest = json.loads((run_dir / "dataset/manifest.json").read_text())
     assert manifest["persona"]["name"] == "Greg" and STYLE in manifest["persona"]["system_prompt"]
+
+
+def test_a_malformed_core_json_or_a_nameless_jsonl_stops_a_run_at_validation(tmp_path, run_dir):
+    tree = conversation_tree(tmp_path)
+    write_core(tree.root / "persona", '{"identity": ')
+    run = run_lorapod("dataset=metahuman", f"dataset.path={tree.root}", "dataset.persona.name=Alex", run_dir=run_dir)
+    assert run.proc.returncode == 2, run.output
+    assert f"{tree.root / 'persona/core.json'} is not a readable MetaHuman OS persona file" in run.output
+    assert set(run.summary["stages"]) == {"config"}
+
+    rows = tmp_path / "chats.jsonl"
+    rows.write_text('{"instruction": "Hi there, how are you?", "output": "Fine, thanks for asking."}\n')
+    run = run_lorapod("dataset=jsonl", f"dataset.path={rows}", "dataset.persona.name=null", run_dir=tmp_path / "r2")
+    assert run.proc.returncode == 2, run.output
+    assert "dataset.persona.name: is required with dataset.source=jsonl" in run.output
