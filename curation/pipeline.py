@@ -23,8 +23,8 @@ from curation.dates import bound, iso
 from curation.dedup import deduplicate
 from curation.example import Candidate
 from curation.parallel import default_workers, map_chunks
-from curation.process import Batch, Processor
 from curation.persona import resolve
+from curation.process import Batch, Processor
 from curation.reasons import REASONS, zero_counts
 from curation.sources import episodic_roots, jsonl_inputs, root_of
 from curation.split import is_eval

@@ -65,7 +65,8 @@ class Processor:
             batch.saw(mem.when)
             outcome = self.keep.reason(mem) or from_memory(mem, hashlib.sha256(data).hexdigest(), self.style)
             if not isinstance(outcome, str) and outcome.thread is not None:
-                # Conversation ids are unique within one MetaHuman OS tree: two profiles' never meet.
+                # A conversation id is unique within one profile's tree, so the tree is part of the key: two
+                # profiles' conversations never merge.
                 outcome.thread = f"{path[:max(0, path.find(_EPISODIC))]}\0{outcome.thread}"
             self._finish(outcome, batch)
         return batch
