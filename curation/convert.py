@@ -42,7 +42,8 @@ def from_memory(mem: Memory, sha256: str, style: Style) -> Example | str:
         return "empty_after_cleaning"
     messages = [{"role": "system", "content": style.system_prompt}, {"role": "user", "content": user},
                 {"role": "assistant", "content": answer}]
-    return Example(mem.id, mem.type, mem.timestamp, mem.when, mem.importance, messages, text, mem.id, sha256)
+    return Example(mem.id, mem.type, mem.timestamp, mem.when, mem.importance, messages, text, mem.id, sha256,
+                   mem.thread)
 
 
 def from_row(obj: object, fallback_id: str, sha256: str, style: Style) -> Example | str:

@@ -60,7 +60,7 @@ def common_shingles(sample: Iterable[array]) -> frozenset[int]:
 
 def deduplicate(candidates: list[Candidate], threshold: float,
                 common: frozenset[int] | None = None) -> tuple[list[Candidate], int, int]:
-    """(kept, newest first; count of exact duplicates; count of near duplicates).
+    """(kept, newest first; memories in exact duplicates; memories in near duplicates).
 
     `common` orders those shingles last; by default it is learnt from a sample of the candidates.
     """
@@ -75,12 +75,12 @@ def deduplicate(candidates: list[Candidate], threshold: float,
     exact = near = 0
     for c in newest_first:
         if c.digest in seen:
-            exact += 1
+            exact += c.size
             continue
         seen.add(c.digest)
         prefix = _prefix(c.shingles, threshold, common)
         if any(map(index.__contains__, prefix)) and _near_kept(c, prefix, index, threshold):
-            near += 1
+            near += c.size
             continue
         kept.append(c)
         entry = (c, prefix)

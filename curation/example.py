@@ -26,6 +26,7 @@ class Example:
     text: str  # what deduplication compares: the words that came from the source, not from our templates
     source_id: str
     source_sha256: str  # of the memory file, or of the JSONL line
+    thread: str | None = None  # the conversation a conversation memory belongs to (curation.threads)
 
     def row(self) -> dict:
         """The train.jsonl / eval.jsonl row that remote_image/train_unsloth.py reads."""
@@ -46,10 +47,13 @@ class Candidate:
     line: str  # the row as one line of JSON (no newline)
     digest: int  # hash of the normalised words: exact duplicates share it
     shingles: array  # the text's shingle hashes, ascending (curation.dedup)
+    thread: str | None = None  # where its memory's conversation is: turns sharing it become one example
+    size: int = 1  # memories in the example: more than one for a multi-turn conversation
 
     def __reduce__(self):
         # Candidates cross process boundaries by the thousand: a plain tuple pickles in C, slots state does not.
-        return Candidate, (self.id, self.type, self.when, self.importance, self.line, self.digest, self.shingles)
+        return Candidate, (self.id, self.type, self.when, self.importance, self.line, self.digest, self.shingles,
+                           self.thread, self.size)
 
     def rename(self, new_id: str) -> None:
         row = json.loads(self.line)

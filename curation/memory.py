@@ -32,6 +32,8 @@ class Memory:
     importance: float
     tagged: bool  # has at least one tag or entity
     consent: bool  # False only when metadata.trainingConsent is false
+    # "conversation:<metadata.conversationId>", else "session:<metadata.sessionId>"; None for other types
+    thread: str | None
 
 
 def parse(obj: object, fallback_id: str) -> Memory:
@@ -48,6 +50,9 @@ def parse(obj: object, fallback_id: str) -> Memory:
     except ValueError:
         raise Malformed(f"timestamp {stamp[:40]!r} is not ISO 8601") from None
     metadata = obj.get("metadata")
+    if not isinstance(metadata, dict):
+        metadata = None
+    kind = str(obj.get("type") or "observation")
     importance = obj.get("importance", 0.5)
     response = obj.get("response")
     wrapped = _ME_WRAPPER.fullmatch(content)
@@ -55,10 +60,19 @@ def parse(obj: object, fallback_id: str) -> Memory:
         id=str(obj.get("id") or fallback_id),
         timestamp=stamp,
         when=when,
-        type=str(obj.get("type") or "observation"),
+        type=kind,
         content=wrapped.group(1) if wrapped else content,
         response=response if isinstance(response, str) else "",
         importance=float(importance) if isinstance(importance, (int, float)) else 0.5,
         tagged=bool(obj.get("tags") or obj.get("entities")),
-        consent=not (isinstance(metadata, dict) and metadata.get("trainingConsent") is False),
+        consent=not (metadata is not None and metadata.get("trainingConsent") is False),
+        thread=_thread(metadata) if metadata is not None and kind in CONVERSATION_TYPES else None,
     )
+
+
+def _thread(metadata: dict) -> str | None:
+    for key, kind in (("conversationId", "conversation"), ("sessionId", "session")):
+        value = metadata.get(key)
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip():
+            return f"{kind}:{str(value).strip()}"
+    return None

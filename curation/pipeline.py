@@ -1,8 +1,10 @@
 """The curation pipeline, end to end: read, filter, convert and clean, deduplicate, cap, split, write.
 
-The per-input work runs on every core (curation.process, curation.parallel) and keeps only what survives
-the per-memory filters, so memory grows with what is kept, not with what is read. The set-wide steps
-(deduplication, the caps) follow, then the split.
+The persona comes first (curation.persona: the config, or MetaHuman OS's persona/core.json). The per-input
+work runs on every core (curation.process, curation.parallel) and keeps only what survives the per-memory
+filters, so memory grows with what is kept, not with what is read. The set-wide steps (conversations into
+multi-turn examples, deduplication, the caps) follow, then the split. Counts are of memories (rows), so
+read = kept_memories + every drop; `kept` counts examples, a conversation being one.
 """
 from __future__ import annotations
 
@@ -21,10 +23,12 @@ from curation.dates import bound, iso
 from curation.dedup import deduplicate
 from curation.example import Candidate
 from curation.parallel import default_workers, map_chunks
+from curation.persona import resolve
 from curation.process import Batch, Processor
 from curation.reasons import REASONS, zero_counts
 from curation.sources import episodic_roots, jsonl_inputs, root_of
 from curation.split import is_eval
+from curation.threads import group
 from curation.walk import json_files, real_folders
 
 OUTPUTS = ("train.jsonl", "eval.jsonl")
@@ -54,6 +58,7 @@ def _collector_paused():
 
 def _prepare(ds, eval_fraction: float, out_dir: Path) -> dict:
     root = root_of(ds.source, ds.path)
+    persona = resolve(ds)
     total, unlisted, within = Batch(), [], None
     if ds.source == "jsonl":
         items, method = jsonl_inputs(root, ds.max_file_bytes), "rows"
@@ -67,18 +72,21 @@ def _prepare(ds, eval_fraction: float, out_dir: Path) -> dict:
         folders = [str(r) for r in roots]
         items, method = json_files(folders, unlisted, home=str(root)), "memory_files"
         within = real_folders(folders, str(root))
-    for batch in map_chunks(getattr(Processor(ds, within), method), items, ds.workers or default_workers()):
+    workers = ds.workers or default_workers()
+    for batch in map_chunks(getattr(Processor(ds, persona, within), method), items, workers):
         total.add(batch)
     read = total.read + len(unlisted)  # a folder that cannot be listed, or a link out of the tree, is one bad input
     malformed = total.malformed + unlisted
     dropped = zero_counts() | dict(total.dropped)
     dropped["malformed"] = len(malformed)
 
-    kept, dropped["duplicate"], dropped["near_duplicate"] = deduplicate(total.candidates, ds.dedup.near_threshold)
+    candidates, repeats = group(total.candidates, ds.max_turns, workers)
+    kept, exact, dropped["near_duplicate"] = deduplicate(candidates, ds.dedup.near_threshold)
+    dropped["duplicate"] = repeats + exact
     f = ds.filters
     reference = bound(f.reference_date, end=False) if f.reference_date else total.newest
     selected = select(kept, f.max_examples, dict(f.type_share), f.half_life_days, reference)
-    dropped["over_cap"] = len(kept) - len(selected)
+    dropped["over_cap"] = sum(c.size for c in kept) - sum(c.size for c in selected)
 
     selected.sort(key=lambda c: (c.when is None, c.when or 0.0, c.id))  # chronological: diffs stay readable
     _make_ids_unique(selected)
@@ -95,6 +103,8 @@ def _prepare(ds, eval_fraction: float, out_dir: Path) -> dict:
         reference_date=iso(reference) if reference is not None else None,
         read=read, train=len(train), evals=len(evals), dropped=dropped, malformed=malformed,
         sha256={name: sha256_file(out_dir / name) for name in OUTPUTS},
+        kept_memories=sum(c.size for c in selected), conversations=sum(c.size > 1 for c in selected),
+        persona=persona.record(),
     )
     (out_dir / "manifest.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return result

@@ -16,6 +16,7 @@ from curation.dedup import Signer
 from curation.example import Candidate, Example, encode
 from curation.filters import MemoryFilter
 from curation.memory import Malformed, parse
+from curation.persona import Persona
 from curation.read import parse_json, read_bytes
 
 
@@ -39,13 +40,15 @@ class Batch:
         self.saw(other.newest)
 
 
+_EPISODIC = f"{os.sep}memory{os.sep}episodic{os.sep}"
+
+
 class Processor:
-    def __init__(self, ds, within: tuple[str, ...] | None = None):
-        """`ds` is the dataset config (engine.schema.DatasetConfig) as plain dataclasses; `within`, the real
-        memory folders (each ending in os.sep) that a memory file must really lie in."""
+    def __init__(self, ds, persona: Persona, within: tuple[str, ...] | None = None):
+        """`ds` is the dataset config (engine.schema.DatasetConfig) as plain dataclasses; `persona` its resolution;
+        `within`, the real memory folders (each ending in os.sep) that a memory file must really lie in."""
         self.within = within
-        persona = ds.persona
-        self.style = Style(persona.name, persona.system_prompt.format(name=persona.name), dict(ds.templates),
+        self.style = Style(persona.name, persona.system_prompt, dict(ds.templates),
                            ds.max_words.instruction, ds.max_words.input, ds.max_words.output)
         self.keep = MemoryFilter(ds.filters)
         self.sign = Signer(ds.dedup.shingle_words)
@@ -59,8 +62,12 @@ class Processor:
                 data = read_bytes(path, self.max_bytes, self.within)
                 mem = parse(parse_json(data), fallback_id=os.path.basename(path).removesuffix(".json"))
                 batch.saw(mem.when)
-                self._finish(self.keep.reason(mem) or from_memory(mem, hashlib.sha256(data).hexdigest(), self.style),
-                             batch)
+                outcome = self.keep.reason(mem) or from_memory(mem, hashlib.sha256(data).hexdigest(), self.style)
+                if not isinstance(outcome, str) and outcome.thread is not None:
+                    # A conversation id is unique within one profile's tree, so the tree is part of the key: two
+                    # profiles' conversations never merge.
+                    outcome.thread = f"{path[:max(0, path.find(_EPISODIC))]}\0{outcome.thread}"
+                self._finish(outcome, batch)
             except Malformed as bad:
                 batch.malformed.append((path, str(bad)))
             except Exception as exc:  # noqa: BLE001 - one input must not end the run; the manifest names it
@@ -93,7 +100,7 @@ class Processor:
             return
         digest, shingles = self.sign(outcome.text)
         batch.candidates.append(Candidate(outcome.id, outcome.type, outcome.when, outcome.importance,
-                                          encode(outcome.row()), digest, shingles))
+                                          encode(outcome.row()), digest, shingles, outcome.thread))
 
 
 def unexpected(exc: Exception) -> str:

@@ -22,7 +22,8 @@ REASONS: dict[str, tuple[str, str]] = {
     "no_response": ("a conversation without the persona's response", "without a response there is nothing to learn"),
     "empty_after_cleaning": ("nothing was left once <think> blocks and answer markers were removed",
                              "these texts were model reasoning only; there is nothing to keep"),
-    "duplicate": ("the same text as a newer example, after normalisation", "exact duplicates are always removed"),
+    "duplicate": ("the same text as a newer example, or as a newer exchange of its conversation, after "
+                  "normalisation", "exact duplicates are always removed"),
     "near_duplicate": ("nearly the same text as a newer example",
                        "raise dataset.dedup.near_threshold towards 1.0 to keep more"),
     "over_cap": ("beyond the cap on examples or on one type's share",

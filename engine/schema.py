@@ -97,9 +97,11 @@ class ModelConfig:
 @dataclass
 class PersonaConfig:
     # Whose voice the adapter learns; used in instructions built from memories. MISSING in the schema, as
-    # a `???` in a group's YAML cannot unset a schema default.
-    name: str = MISSING
-    system_prompt: str = "You are {name}. Answer in your own voice, from your own memories."  # {name}: the above
+    # a `???` in a group's YAML cannot unset a schema default. null (dataset=metahuman): identity.name from
+    # MetaHuman OS's persona/core.json (curation/persona.py); a value overrides it.
+    name: Optional[str] = MISSING
+    # {name}: the above; {style}: core.json's communication style as a sentence (appended when not placed)
+    system_prompt: str = "You are {name}. Answer in your own voice, from your own memories."
 
 
 @dataclass
@@ -157,6 +159,7 @@ class DatasetConfig:
     })
     max_bad_fraction: float = 0.2  # fail when more than this share of the inputs is malformed
     max_file_bytes: int = 1_048_576  # a bigger memory file (or JSONL line) is malformed, never read whole
+    max_turns: int = 8  # exchanges per multi-turn example; a longer conversation is split into consecutive parts
     workers: Optional[int] = None  # processes that read and convert memories; null: one per CPU core
 
 

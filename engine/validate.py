@@ -16,9 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from curation.dates import bound
 from curation.memory import CONVERSATION_TYPES, TYPES as MEMORY_TYPES
+from curation.persona import resolve as resolve_persona
 from curation.sources import profiles, root_of
 from engine import closure, image
-from engine.errors import ConfigError
+from engine.errors import ConfigError, DatasetError
 from engine.pod_env import looks_secret
 
 BACKENDS = ("auto", "unsloth", "transformers")
@@ -87,12 +88,26 @@ def _check_dataset(ds: DictConfig, need: Callable[[bool, str, str], None], missi
     need(0 <= ds.max_bad_fraction <= 1, "dataset.max_bad_fraction", "must be in [0, 1]")
     need(ds.max_file_bytes >= 1, "dataset.max_file_bytes", "must be >= 1")
     need(ds.workers is None or ds.workers >= 1, "dataset.workers", "must be >= 1, or null for one per CPU core")
-    if "dataset.persona.name" not in missing:
-        need(bool(ds.persona.name.strip()), "dataset.persona.name", "must not be empty")
+    need(ds.max_turns >= 1, "dataset.max_turns", "must be >= 1 (exchanges per multi-turn example)")
     try:
-        ds.persona.system_prompt.format(name="")
+        ds.persona.system_prompt.format(name="", style="")
+        prompt_ok = True
     except (KeyError, IndexError, ValueError):
-        need(False, "dataset.persona.system_prompt", "may only use the placeholder {name} (write {{ }} for braces)")
+        prompt_ok = False
+        need(False, "dataset.persona.system_prompt",
+             "may only use the placeholders {name} and {style} (write {{ }} for braces)")
+    if "dataset.persona.name" not in missing:
+        name = ds.persona.name
+        need(name is None or bool(name.strip()), "dataset.persona.name", "must not be empty (null: from persona/core.json)")
+        if ds.source == "jsonl":
+            need(name is not None, "dataset.persona.name", "is required with dataset.source=jsonl: a JSONL file "
+                 "has no persona/core.json to read it from")
+        elif prompt_ok and root is not None and root.is_dir():
+            # The persona file is read here, not first in prepare, so a missing name costs nothing.
+            try:
+                resolve_persona(ds)
+            except DatasetError as exc:
+                need(False, "dataset.persona.name", f"{exc.message}; {(exc.hint or '').removesuffix('; nothing was rented')}")
 
     f = ds.filters
     for key, named in (("types", f.types), ("tag_exempt_types", f.tag_exempt_types), ("type_share", f.type_share)):
