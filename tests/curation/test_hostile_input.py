@@ -9,6 +9,7 @@ import pytest
 import curation
 from curation import process
 from curation.memory import Malformed
+from curation.persona import resolve
 from curation.process import Processor
 from curation.read import parse_json, read_bytes
 from curation.walk import json_files, real_folders
@@ -208,7 +209,8 @@ def test_a_file_or_folder_swapped_for_a_link_after_the_walk_is_not_read(tmp_path
     os.symlink(outside, year)  # the folder, swapped: the path is the same, what it leads to is not
     os.link(secret, outside / os.path.basename(in_folder))
 
-    batch = Processor(dataset(tree.root), real_folders(roots, str(tree.root))).memory_files(paths)
+    ds = dataset(tree.root)
+    batch = Processor(ds, resolve(ds), real_folders(roots, str(tree.root))).memory_files(paths)
 
     assert batch.read == 5 and len(batch.candidates) == 3
     reasons = dict(batch.malformed)
