@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from loguru import logger
+from omegaconf import OmegaConf
 
 from engine.adapters.store import Registry, check_files, utc_now
 from engine.context import RunContext
@@ -31,7 +32,7 @@ def metahuman_root(cfg) -> str | None:
     root = cfg.export.get("metahuman_root")
     if root:
         return str(root)
-    if cfg.dataset.get("source") == "metahuman" and cfg.dataset.get("path"):
+    if cfg.dataset.get("source") == "metahuman" and not OmegaConf.is_missing(cfg.dataset, "path") and cfg.dataset.path:
         return str(cfg.dataset.path)
     return None
 

@@ -14,7 +14,6 @@ from loguru import logger
 from engine.adapters import gate, record
 from engine.adapters.store import REJECTED, Registry, event
 from engine.context import RunContext
-from engine.errors import StageError
 from engine.stage import BaseStage
 
 
@@ -31,9 +30,10 @@ class Register(BaseStage):
 
     def run(self, ctx: RunContext) -> None:
         entry = record.build(ctx)
-        if not entry["files"]:
-            raise StageError(f"there is no adapter in {ctx.run_dir / 'adapter'} to register",
-                             "the pipeline needs train and fetch before register")
+        if not entry["files"]:  # a pipeline without train/fetch (a probe-only run): nothing to judge
+            logger.info(f"no adapter in {ctx.run_dir / 'adapter'}: nothing to register")
+            ctx.state.outputs["adapter"] = None
+            return
         registry = Registry(Path(ctx.cfg.registry.path))
         with registry.locked():  # the gate compares with the active adapter: nobody may change it meanwhile
             active = registry.active()

@@ -77,7 +77,10 @@ def with_registry(args: tuple[str, ...], run_dir: Path | None) -> list[str]:
         if not _scratch:
             _scratch.append(tempfile.TemporaryDirectory(prefix="lorapod-test-registry-"))
         folder = Path(_scratch[0].name)
-    return [*args, f"registry.path={folder}"]
+    # Beside the other overrides: run.py's parser takes them as one run of words, not split by an option
+    # (`--cfg job`, `--config-path DIR`).
+    at = next((i for i, a in enumerate(args) if "=" in a and not a.startswith("-")), len(args))
+    return [*args[:at], f"registry.path={folder}", *args[at:]]
 
 
 def run_lorapod(*args: str, run_dir: Path | None = None, env: dict | None = None, timeout: float = 600) -> Run:

@@ -129,6 +129,9 @@ def test_a_sweep_runs_each_job_in_its_own_folder(tmp_path):
         assert summary["status"] == "succeeded"
         ranks.append(json.loads((sweep / job / "adapter" / "adapter_config.json").read_text())["r"])
     assert ranks == [4, 8]
+    # both jobs registered into the one registry they share, one after the other under its lock
+    records = sorted(p.stem for p in (tmp_path / "adapters").glob("*.json"))
+    assert records == sorted(json.loads((sweep / job / "run-summary.json").read_text())["run_id"] for job in ("0", "1"))
 
 
 def _alive(pid: int) -> bool:
