@@ -240,3 +240,48 @@ def test_runs_registering_at_once_leave_one_active_and_every_record_whole(tmp_pa
     # the best one wins whatever the order: each activation had to beat the active one on the same split
     assert reg.active()["id"] == "20260101-000000-000b"
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_remove_on_a_terminal_asks_y_n_and_no_keeps_the_record(useless, tmp_path):
+    import os
+    import pty
+
+    registry = tmp_path / "adapters"
+    shutil.copytree(useless["registry"], registry)
+    rejected = useless["run"].summary["adapter"]["id"]
+    for answer, kept in (("n", True), ("", True), ("y", False)):
+        master, slave = pty.openpty()
+        try:
+            proc = subprocess.Popen([PYTHON, "-m", "engine.adapters", "remove", rejected, "--path", str(registry)],
+                                    cwd=REPO, stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    env=lorapod_env())
+            os.write(master, f"{answer}\n".encode())
+            out, err = proc.communicate(timeout=120)
+        finally:
+            os.close(master)
+            os.close(slave)
+        assert "[y/N]" in out, (out, err)
+        assert (registry / f"{rejected}.json").exists() is kept, (answer, out, err)
+        assert proc.returncode == (1 if kept else 0), (answer, out, err)
+
+
+def test_install_brings_the_run_s_export_files_along_and_refuses_a_changed_adapter(useless, tmp_path):
+    from engine.errors import StageError
+
+    active = Registry(useless["registry"]).active()
+    run_dir = tmp_path / "run"  # a copy of the run folder, with what an Ollama export leaves in it
+    shutil.copytree(Path(active["run_dir"]) / "adapter", run_dir / "adapter")
+    (run_dir / "export").mkdir()
+    (run_dir / "export" / "Modelfile").write_text("FROM base\nADAPTER ./adapter.gguf\n")
+    (run_dir / "export" / "adapter.gguf").write_bytes(b"GGUF" + bytes(64))
+    entry = {**active, "run_dir": str(run_dir)}
+    dest = install(entry, tmp_path / "mh")
+    assert (dest / "Modelfile").read_text().startswith("FROM base")
+    assert sha256_file(dest / "adapter.gguf") == sha256_file(run_dir / "export" / "adapter.gguf")
+    marker = json.loads((dest / "lorapod-install.json").read_text())
+    assert marker["id"] == active["id"] and set(marker["files"]) == {*active["files"], "Modelfile", "adapter.gguf"}
+
+    (run_dir / "adapter" / "adapter_model.safetensors").write_bytes(b"not the adapter that was judged")
+    with pytest.raises(StageError, match="changed since it was registered"):
+        install(entry, tmp_path / "mh2")
+    assert not (tmp_path / "mh2").exists()
