@@ -40,6 +40,7 @@ def build(ctx: RunContext) -> dict:
         "host_key": (state.outputs.get("host_key") or {}).get("mode"),
         "host_key_warning": (state.outputs.get("host_key") or {}).get("host_keys_missing"),  # the pod's watchdog: armed, with which credential and ways
         "preflight": state.outputs.get("preflight"),  # pipeline=preflight: one {check, status, detail} per line
+        "adapter": state.outputs.get("adapter"),  # register: {id, status (active/rejected), reason, registry}
         "metrics": {k: result.get(k) for k in ("train_loss", "eval_loss_before", "eval_loss_after", "steps")}
         if result else None,
         "paths": {

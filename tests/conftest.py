@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,8 +63,28 @@ def lorapod_env(**extra: str) -> dict:
     return env
 
 
+_scratch: list[tempfile.TemporaryDirectory] = []
+
+
+def with_registry(args: tuple[str, ...], run_dir: Path | None) -> list[str]:
+    """The args plus a registry.path of the test's own (beside its run folder), unless the test chose one: a test
+    never registers into the project's adapters/."""
+    if any(a.lstrip("+~").startswith("registry.path=") or a.startswith("registry=") for a in args):
+        return list(args)
+    if run_dir is not None:
+        folder = Path(run_dir).parent / "adapters"
+    else:  # a run without a folder of its own (--cfg job): a scratch registry, gone when the tests end
+        if not _scratch:
+            _scratch.append(tempfile.TemporaryDirectory(prefix="lorapod-test-registry-"))
+        folder = Path(_scratch[0].name)
+    # Beside the other overrides: run.py's parser takes them as one run of words, not split by an option
+    # (`--cfg job`, `--config-path DIR`).
+    at = next((i for i, a in enumerate(args) if "=" in a and not a.startswith("-")), len(args))
+    return [*args[:at], f"registry.path={folder}", *args[at:]]
+
+
 def run_lorapod(*args: str, run_dir: Path | None = None, env: dict | None = None, timeout: float = 600) -> Run:
-    cmd = [PYTHON, str(REPO / "run.py"), *args]
+    cmd = [PYTHON, str(REPO / "run.py"), *with_registry(args, run_dir)]
     if run_dir is not None:
         cmd.append(f"hydra.run.dir={run_dir}")
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env or lorapod_env(), timeout=timeout)
@@ -84,7 +105,7 @@ class Background:
 
     def __init__(self, *args: str, run_dir: Path, env: dict | None = None):
         self.run_dir = run_dir
-        self.cmd = [PYTHON, str(REPO / "run.py"), *args, f"hydra.run.dir={run_dir}"]
+        self.cmd = [PYTHON, str(REPO / "run.py"), *with_registry(args, run_dir), f"hydra.run.dir={run_dir}"]
         self.proc = subprocess.Popen(self.cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      env=env or lorapod_env())
 

@@ -119,7 +119,8 @@ def test_an_empty_memory_folder_stops_before_deploy(run_dir, tmp_path):
 
 def test_a_sweep_runs_each_job_in_its_own_folder(tmp_path):
     sweep = tmp_path / "sweep"
-    cmd = [PYTHON, str(REPO / "run.py"), "-m", "lora.r=4,8", "train.max_steps=3", f"hydra.sweep.dir={sweep}"]
+    cmd = [PYTHON, str(REPO / "run.py"), "-m", "lora.r=4,8", "train.max_steps=3", f"hydra.sweep.dir={sweep}",
+           f"registry.path={tmp_path / 'adapters'}"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=lorapod_env(), timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ranks = []
@@ -128,6 +129,9 @@ def test_a_sweep_runs_each_job_in_its_own_folder(tmp_path):
         assert summary["status"] == "succeeded"
         ranks.append(json.loads((sweep / job / "adapter" / "adapter_config.json").read_text())["r"])
     assert ranks == [4, 8]
+    # both jobs registered into the one registry they share, one after the other under its lock
+    records = sorted(p.stem for p in (tmp_path / "adapters").glob("*.json"))
+    assert records == sorted(json.loads((sweep / job / "run-summary.json").read_text())["run_id"] for job in ("0", "1"))
 
 
 def _alive(pid: int) -> bool:

@@ -91,6 +91,9 @@ def test_rents_trains_fetches_and_deletes(runpod_emulator, workdir, run_dir):
         if path.is_file():
             assert emu.api_key not in path.read_text(errors="ignore"), path
     assert emu.api_key not in run.output
+    # registered (tests.conftest gives each run a registry beside its folder), the key nowhere in the record
+    record = run_dir.parent / "adapters" / f"{summary['run_id']}.json"
+    assert summary["adapter"]["status"] in ("active", "rejected") and emu.api_key not in record.read_text()
     assert_nothing_billing_and_data_kept(emu, run)
 
 

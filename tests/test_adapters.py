@@ -1,0 +1,287 @@
+"""Issue 13 parts 1, 2 and the install half of 6: the adapter registry, its eval gate, rollback, and the install
+into a MetaHuman OS root. Real runs of run.py (tiny model on CPU), the real CLI in a subprocess."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from engine.adapters import gate
+from engine.adapters.store import Registry, check_files, event
+from engine.hashing import sha256_file
+from stages.install import install
+from tests.conftest import PYTHON, REPO, lorapod_env, run_lorapod
+from tests.memtree import Tree, snapshot
+
+USELESS = ("train.max_steps=1", "train.learning_rate=1e-12")
+
+
+def cli(*args: str, registry: Path, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([PYTHON, "-m", "engine.adapters", *args, "--path", str(registry)], cwd=REPO,
+                          capture_output=True, text=True, input=stdin, env=lorapod_env(), timeout=120)
+
+
+def default_registry(default_run) -> Path:
+    return default_run.run_dir.parent / "adapters"  # where tests.conftest points the default run's registry
+
+
+@pytest.fixture(scope="module")
+def useless(default_run, tmp_path_factory):
+    """A run that learns nothing, registered after the default run (in a copy of its registry, so this module's
+    promote/rollback/remove never touch what other tests read), with export.metahuman into a memory tree."""
+    assert default_run.proc.returncode == 0, default_run.proc.stdout + default_run.proc.stderr
+    base = tmp_path_factory.mktemp("useless")
+    registry = base / "adapters"
+    shutil.copytree(default_registry(default_run), registry)
+    tree = Tree(base / "metahuman")
+    for _ in range(3):
+        tree.add()
+    (base / "metahuman" / "out").mkdir()  # MetaHuman OS's own output folder, with something of its own in it
+    (base / "metahuman" / "out" / "notes.txt").write_text("theirs\n")
+    before = snapshot(tree.root)
+    run = run_lorapod(*USELESS, f"registry.path={registry}", "export.metahuman=true",
+                      f"export.metahuman_root={tree.root}", run_dir=base / "run")
+    return {"run": run, "registry": registry, "root": tree.root, "before": before}
+
+
+def test_the_default_local_run_becomes_the_active_adapter(default_run):
+    adapter = default_run.summary["adapter"]
+    assert adapter["status"] == "active", adapter
+    assert f"adapter {adapter['id']} is now active (eval loss" in default_run.output
+    entry = Registry(default_registry(default_run)).get(adapter["id"])
+    assert entry["id"] == default_run.summary["run_id"] and entry["run_dir"] == str(default_run.run_dir)
+    result = json.loads((default_run.run_dir / "result.json").read_text())
+    assert entry["eval_loss_before"] == result["eval_loss_before"] > entry["eval_loss_after"] == result["eval_loss_after"]
+    manifest = json.loads((default_run.run_dir / "dataset" / "manifest.json").read_text())
+    assert entry["dataset"]["eval_sha256"] == manifest["sha256"]["eval.jsonl"]
+    assert entry["dataset"]["train_sha256"] == manifest["sha256"]["train.jsonl"]
+    assert entry["base_model"]["name"] == "tiny" and entry["config"]["lora"]["r"] > 0
+    assert set(entry["cost"]) == {"estimate_usd", "actual_usd"}
+    assert "adapter/adapter_model.safetensors" in entry["files"]
+    for rel, meta in entry["files"].items():
+        path = default_run.run_dir / rel
+        assert meta == {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    assert [h["action"] for h in entry["history"]] == ["activated"]
+    assert not (REPO / "adapters" / f"{adapter['id']}.json").exists()  # never the project's registry
+
+
+def test_the_registry_holds_no_secret(default_run):
+    from tests.conftest import DEFAULT_RUN_KEY
+
+    for path in default_registry(default_run).glob("*.json"):
+        assert DEFAULT_RUN_KEY not in path.read_text()
+
+
+def test_a_useless_run_is_rejected_and_the_active_adapter_stays(useless, default_run):
+    run = useless["run"]
+    assert run.proc.returncode == 0, run.output  # rejected is not failed
+    adapter = run.summary["adapter"]
+    assert adapter["status"] == "rejected"
+    assert "less than gate.min_improvement 0.01" in adapter["reason"] and "improved by 0.0000" in adapter["reason"]
+    active_id = default_run.summary["adapter"]["id"]
+    assert f"adapter {adapter['id']} rejected: " in run.output and f"active stays {active_id}" in run.output
+    registry = Registry(useless["registry"])
+    assert registry.active()["id"] == active_id
+    assert registry.get(adapter["id"])["status"] == "rejected"
+
+
+def test_install_copies_the_active_adapter_and_touches_nothing_else(useless, default_run):
+    run, root = useless["run"], useless["root"]
+    assert run.stage_status("install") == "succeeded", run.output
+    active = Registry(useless["registry"]).active()
+    installed = run.state["outputs"]["install"]
+    assert installed["id"] == active["id"] == default_run.summary["adapter"]["id"]  # the active one, not this run's
+    dest = Path(installed["path"])
+    assert dest.parent == root / "out" / "adapters" and re.fullmatch(r"\d{4}-\d\d-\d\d", dest.name), dest
+    assert sorted(p.relative_to(dest).as_posix() for p in (dest / "adapter").rglob("*")) == sorted(active["files"])
+    for rel, meta in active["files"].items():
+        assert sha256_file(dest / rel) == meta["sha256"]
+    def theirs(tree: dict) -> dict:  # out/ itself gains a folder, so its mtime moves; what is in it must not
+        return {k: v for k, v in tree.items() if k != "out" and not k.startswith("out/adapters")}
+
+    assert theirs(snapshot(root)) == theirs(useless["before"]) and "out/notes.txt" in useless["before"]
+    assert not list(dest.parent.glob(".*partial"))
+
+
+def test_a_second_install_of_the_same_adapter_changes_nothing_and_another_one_gets_a_new_folder(useless, tmp_path):
+    registry = Registry(useless["registry"])
+    root = tmp_path / "mh"
+    active = registry.active()
+    first = install(active, root)
+    assert install(active, root) == first
+    other = next(e for e in registry.entries() if e["id"] != active["id"])
+    second = install(other, root)
+    assert second != first and second.name.startswith(first.name) and second.name > first.name
+    assert sha256_file(first / "adapter" / "adapter_model.safetensors") == \
+           active["files"]["adapter/adapter_model.safetensors"]["sha256"]
+
+
+def test_promote_and_rollback_record_who_when_why(useless, tmp_path):
+    registry = tmp_path / "adapters"
+    shutil.copytree(useless["registry"], registry)
+    reg = Registry(registry)
+    first, rejected = reg.active()["id"], useless["run"].summary["adapter"]["id"]
+
+    promoted = cli("promote", rejected, "--reason", "I like it", "--json", registry=registry)
+    assert promoted.returncode == 0, promoted.stderr
+    assert json.loads(promoted.stdout) == {"active": rejected, "replaced": first}
+    assert reg.active()["id"] == rejected and reg.get(first)["status"] == "retired"
+    last = reg.get(rejected)["history"][-1]
+    assert last["action"] == "promoted" and last["reason"] == "I like it" and last["by"] and last["at"]
+
+    back = cli("rollback", "--reason", "sounded off", registry=registry)
+    assert back.returncode == 0, back.stderr
+    assert f"{first} is active again" in back.stdout
+    assert reg.active()["id"] == first and reg.get(rejected)["status"] == "rolled_back"
+    assert reg.get(rejected)["history"][-1]["reason"] == "sounded off"
+    assert reg.get(first)["history"][-1]["action"] == "restored"
+
+    again = cli("rollback", registry=registry)  # nothing was active before `first`
+    assert again.returncode == 1 and "no adapter that was active before" in again.stderr
+    assert reg.active()["id"] == first
+
+
+def test_remove_asks_and_never_deletes_the_run_folder(useless, tmp_path):
+    registry = tmp_path / "adapters"
+    shutil.copytree(useless["registry"], registry)
+    reg = Registry(registry)
+    active, rejected = reg.active(), reg.get(useless["run"].summary["adapter"]["id"])
+
+    no_tty = cli("remove", rejected["id"], registry=registry, stdin="y\n")  # stdin is a pipe, not a terminal
+    assert no_tty.returncode == 1 and "--yes" in no_tty.stderr
+    assert reg.get(rejected["id"])
+
+    refused = cli("remove", active["id"], "--yes", registry=registry)
+    assert refused.returncode == 1 and "is the active adapter" in refused.stderr and reg.active()["id"] == active["id"]
+
+    done = cli("remove", rejected["id"], "--yes", registry=registry)
+    assert done.returncode == 0, done.stderr
+    assert [e["id"] for e in reg.entries()] == [active["id"]]
+    assert not check_files(rejected)  # its run folder and adapter are all still there
+
+
+def test_list_and_show_for_people_and_json_for_scripts(useless):
+    registry = useless["registry"]
+    reg = Registry(registry)
+    ids = [e["id"] for e in reg.entries()]
+    table = cli("list", registry=registry)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:2] == ["id", "status"] and len(lines) == 2 + len(ids)
+    assert any(line.startswith(reg.active()["id"]) and "* active" in line for line in lines)
+    assert any("rejected" in line for line in lines)
+    listed = json.loads(cli("list", "--json", registry=registry).stdout)
+    assert [e["id"] for e in listed] == ids
+    shown = cli("show", ids[-1], registry=registry).stdout
+    assert "adapter/adapter_model.safetensors" in shown and "history" in shown
+    assert json.loads(cli("show", ids[-1], "--json", registry=registry).stdout) == reg.get(ids[-1])
+    missing = cli("show", "20990101-000000-dead", registry=registry)
+    assert missing.returncode == 1 and "no adapter 20990101-000000-dead" in missing.stderr
+    bad = cli("show", "../../etc/passwd", registry=registry)
+    assert bad.returncode == 1 and "is not an adapter id" in bad.stderr
+
+
+def test_metahuman_install_without_a_root_is_a_config_error(run_dir):
+    run = run_lorapod("export.metahuman=true", run_dir=run_dir)
+    assert run.proc.returncode == 2, run.output
+    assert "export.metahuman_root" in run.output and run.summary["stages"]["config"]["status"] == "failed"
+    assert run.state["pod"] is None
+
+
+# The gate's rules on their own: the numbers decide, each rejection says which.
+def entry(before, after, eval_sha="e1", id="new"):
+    return {"id": id, "eval_loss_before": before, "eval_loss_after": after, "dataset": {"eval_sha256": eval_sha}}
+
+
+@pytest.mark.parametrize("before, after, active, passes, words", [
+    (3.0, 2.5, None, True, "improved by 0.5000"),
+    (3.0, 2.995, None, False, "less than gate.min_improvement"),
+    (3.0, 3.2, None, False, "improved by -0.2000"),
+    (None, 2.5, None, False, "no eval loss"),
+    (3.0, float("nan"), None, False, "no eval loss"),
+    (3.0, 2.5, entry(3.0, 2.4, id="old"), False, "worse than the active adapter old's 2.4000 on the same eval split"),
+    (3.0, 2.5, entry(3.0, 2.6, id="old"), True, "not worse than old's"),
+    (3.0, 2.5, entry(3.0, 2.0, eval_sha="e2", id="old"), True, "improved by 0.5000"),  # other split: not compared
+])
+def test_the_gate(before, after, active, passes, words):
+    ok, reason = gate.decide(entry(before, after), active, 0.01)
+    assert ok is passes and words in reason, reason
+
+
+def _register_fake(args) -> str:
+    """One process of a sweep registering at once (records only: the gate and the lock are what is tested)."""
+    path, n = args
+    reg = Registry(path)
+    new = {**entry(3.0, 3.0 - 0.1 * (n + 1), id=f"20260101-000000-{n:04x}"), "created_at": f"2026-01-01T00:00:{n:02d}Z",
+           "status": None, "history": []}
+    with reg.locked():
+        ok, reason = gate.decide(new, reg.active(), 0.01)
+        if ok:
+            reg.activate(new, "activated", reason)
+        else:
+            new["status"] = "rejected"
+            new["history"].append(event("rejected", reason))
+            reg.put(new)
+    return new["status"]
+
+
+def test_runs_registering_at_once_leave_one_active_and_every_record_whole(tmp_path):
+    with ProcessPoolExecutor(4) as pool:
+        statuses = list(pool.map(_register_fake, [(tmp_path, n) for n in range(12)]))
+    reg = Registry(tmp_path)
+    entries = reg.entries()
+    assert len(entries) == 12 and "active" in statuses
+    assert [e["id"] for e in entries if e["status"] == "active"] == [reg.active()["id"]]
+    # the best one wins whatever the order: each activation had to beat the active one on the same split
+    assert reg.active()["id"] == "20260101-000000-000b"
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_remove_on_a_terminal_asks_y_n_and_no_keeps_the_record(useless, tmp_path):
+    import os
+    import pty
+
+    registry = tmp_path / "adapters"
+    shutil.copytree(useless["registry"], registry)
+    rejected = useless["run"].summary["adapter"]["id"]
+    for answer, kept in (("n", True), ("", True), ("y", False)):
+        master, slave = pty.openpty()
+        try:
+            proc = subprocess.Popen([PYTHON, "-m", "engine.adapters", "remove", rejected, "--path", str(registry)],
+                                    cwd=REPO, stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    env=lorapod_env())
+            os.write(master, f"{answer}\n".encode())
+            out, err = proc.communicate(timeout=120)
+        finally:
+            os.close(master)
+            os.close(slave)
+        assert "[y/N]" in out, (out, err)
+        assert (registry / f"{rejected}.json").exists() is kept, (answer, out, err)
+        assert proc.returncode == (1 if kept else 0), (answer, out, err)
+
+
+def test_install_brings_the_run_s_export_files_along_and_refuses_a_changed_adapter(useless, tmp_path):
+    from engine.errors import StageError
+
+    active = Registry(useless["registry"]).active()
+    run_dir = tmp_path / "run"  # a copy of the run folder, with what an Ollama export leaves in it
+    shutil.copytree(Path(active["run_dir"]) / "adapter", run_dir / "adapter")
+    (run_dir / "export").mkdir()
+    (run_dir / "export" / "Modelfile").write_text("FROM base\nADAPTER ./adapter.gguf\n")
+    (run_dir / "export" / "adapter.gguf").write_bytes(b"GGUF" + bytes(64))
+    entry = {**active, "run_dir": str(run_dir)}
+    dest = install(entry, tmp_path / "mh")
+    assert (dest / "Modelfile").read_text().startswith("FROM base")
+    assert sha256_file(dest / "adapter.gguf") == sha256_file(run_dir / "export" / "adapter.gguf")
+    marker = json.loads((dest / "lorapod-install.json").read_text())
+    assert marker["id"] == active["id"] and set(marker["files"]) == {*active["files"], "Modelfile", "adapter.gguf"}
+
+    (run_dir / "adapter" / "adapter_model.safetensors").write_bytes(b"not the adapter that was judged")
+    with pytest.raises(StageError, match="changed since it was registered"):
+        install(entry, tmp_path / "mh2")
+    assert not (tmp_path / "mh2").exists()
