@@ -1,5 +1,9 @@
 """model=tiny's random base (a Hugging Face Llama folder with a byte-level BPE tokenizer) -> one GGUF file.
 
+Also reads a small Qwen3 folder of the same kind (the tests build one to load a Qwen3 GGUF LoRA onto): its
+q_norm/k_norm map to attn_{q,k}_norm, its q/k rows stay as they are (NeoX rope), and its head size is written
+as key/value length since Qwen3's is not hidden_size / heads.
+
 The tiny base exists only in <run>/base_model/ (the pod built it at random), so Ollama's FROM line and
 llama.cpp need it converted here. Follows llama.cpp's convert_hf_to_gguf.py for LlamaModel with a "gpt2"
 BPE vocabulary: hyperparameters under llama.*, token strings as the tokenizer stores them (byte-level, Ġ for
@@ -49,9 +53,10 @@ def convert(model_dir: Path, out: Path) -> Path:
 
     model_dir = Path(model_dir)
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    if config.get("model_type") != "llama":
-        raise ConversionError(f"{model_dir / 'config.json'}: model_type {config.get('model_type')!r}; only the "
-                              "tiny random Llama is converted here (hub models come FROM Ollama's library)")
+    arch = config.get("model_type")
+    if arch not in ("llama", "qwen3"):
+        raise ConversionError(f"{model_dir / 'config.json'}: model_type {arch!r}; only the tiny random Llama "
+                              "(and small Qwen3s) are converted here: hub models come FROM Ollama's library")
     tok_cfg = json.loads((model_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
     n_head = int(config["num_attention_heads"])
     n_kv = int(config.get("num_key_value_heads") or n_head)
@@ -59,7 +64,9 @@ def convert(model_dir: Path, out: Path) -> Path:
     tokens, types, merges = _vocab(model_dir, size)
     ids = {t: i for i, t in enumerate(tokens)}
 
-    writer = gguf.GGUFWriter(str(out), "llama")
+    head_dim = int(config.get("head_dim") or hidden // n_head)
+    writer = gguf.GGUFWriter(str(out), arch)
+    writer.add_type(gguf.GGUFType.MODEL)
     writer.add_name("lorapod tiny base")
     writer.add_context_length(int(config["max_position_embeddings"]))
     writer.add_embedding_length(hidden)
@@ -67,7 +74,10 @@ def convert(model_dir: Path, out: Path) -> Path:
     writer.add_feed_forward_length(int(config["intermediate_size"]))
     writer.add_head_count(n_head)
     writer.add_head_count_kv(n_kv)
-    writer.add_rope_dimension_count(int(config.get("head_dim") or hidden // n_head))
+    writer.add_rope_dimension_count(head_dim)
+    if arch == "qwen3":
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
     writer.add_rope_freq_base(_rope_theta(config))
     writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
     writer.add_vocab_size(size)
@@ -85,7 +95,7 @@ def convert(model_dir: Path, out: Path) -> Path:
     if tok_cfg.get("chat_template"):
         writer.add_chat_template(tok_cfg["chat_template"])
 
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, int(config["num_hidden_layers"]))
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], int(config["num_hidden_layers"]))
     weights = {}
     for path in sorted(model_dir.glob("*.safetensors")):
         weights.update(tensors.read(path))
@@ -96,11 +106,11 @@ def convert(model_dir: Path, out: Path) -> Path:
             continue  # computed by llama.cpp from rope_freq_base
         target = names.get_name(name, try_suffixes=(".weight", ".bias"))
         if target is None:
-            raise ConversionError(f"{model_dir}: tensor {name} has no Llama GGUF counterpart")
+            raise ConversionError(f"{model_dir}: tensor {name} has no {arch} GGUF counterpart")
         array = np.asarray(array, dtype=np.float32)
-        if name.endswith("q_proj.weight"):
+        if arch == "llama" and name.endswith("q_proj.weight"):
             array = permute(array, n_head)
-        elif name.endswith("k_proj.weight"):
+        elif arch == "llama" and name.endswith("k_proj.weight"):
             array = permute(array, n_kv)
         writer.add_tensor(target, np.ascontiguousarray(array))
     writer.write_header_to_file()
