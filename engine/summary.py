@@ -36,6 +36,7 @@ def build(ctx: RunContext) -> dict:
         "overhead": state.outputs.get("overhead"),
         "deadline": state.outputs.get("deadline"),  # the pod's watchdog: armed, with which credential and ways
         "preflight": state.outputs.get("preflight"),  # pipeline=preflight: one {check, status, detail} per line
+        "export": state.outputs.get("export"),  # export.ollama: the Modelfile, its FROM and ADAPTER, the Ollama name
         "metrics": {k: result.get(k) for k in ("train_loss", "eval_loss_before", "eval_loss_after", "steps")}
         if result else None,
         "paths": {
