@@ -92,6 +92,7 @@ class ModelConfig:
     id: Optional[str] = None  # Hugging Face id or pod-side folder (source hub/local)
     load_in_4bit: bool = False  # QLoRA on a GPU; ignored on CPU
     tiny: Optional[TinyModelConfig] = None  # shape of the random model (source random)
+    ollama: Optional[str] = None  # the base model's name in Ollama's library (qwen3:8b), the export's FROM line
 
 
 @dataclass
@@ -269,7 +270,10 @@ class GateConfig:
 class ExportConfig:
     ollama: bool = False  # write <run>/export/Modelfile and the adapter in a form Ollama loads (safetensors or GGUF)
     ollama_create: bool = False  # also `ollama create` the model and check it with `ollama show` (needs ollama on PATH)
-    ollama_name: Optional[str] = None  # the Ollama model's name; null: derived from the persona and the run id
+    ollama_name: Optional[str] = None  # the Ollama model's name; null: lorapod-<persona>:<run id>
+    # auto: the PEFT folder for Llama hub models (Ollama imports those as safetensors), GGUF LoRA otherwise
+    # (Qwen3, and model=tiny, whose base is a GGUF made here); gguf or safetensors force one
+    adapter_format: str = "auto"
     metahuman: bool = False  # install the registry's active adapter under <MetaHuman OS root>/out/adapters/<date>/
     metahuman_root: Optional[str] = None  # the MetaHuman OS root to install into; null: dataset.path (dataset=metahuman)
 

@@ -34,13 +34,14 @@ def build(ctx: RunContext) -> dict:
         "billed_seconds": seconds,
         "cost_usd_estimate": round(seconds / 3600 * price, 4) if seconds else 0.0,
         "overhead": state.outputs.get("overhead"),
-        "deadline": state.outputs.get("deadline"),
+        "deadline": state.outputs.get("deadline"),  # the pod's watchdog: armed, with which credential and ways
         # pinned_from_log | first_contact | known_hosts; host_key_warning: why keys the image should have
         # announced were not found, when they were not
         "host_key": (state.outputs.get("host_key") or {}).get("mode"),
-        "host_key_warning": (state.outputs.get("host_key") or {}).get("host_keys_missing"),  # the pod's watchdog: armed, with which credential and ways
+        "host_key_warning": (state.outputs.get("host_key") or {}).get("host_keys_missing"),
         "preflight": state.outputs.get("preflight"),  # pipeline=preflight: one {check, status, detail} per line
         "adapter": state.outputs.get("adapter"),  # register: {id, status (active/rejected), reason, registry}
+        "export": state.outputs.get("export"),  # export.ollama: the Modelfile, its FROM and ADAPTER, the Ollama name
         "metrics": {k: result.get(k) for k in ("train_loss", "eval_loss_before", "eval_loss_after", "steps")}
         if result else None,
         "paths": {
