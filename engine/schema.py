@@ -46,6 +46,7 @@ class RunPodProviderConfig:
     require_deadline: bool = False  # stop before training when the pod's watchdog cannot verify its credentials
     workdir: str = "/workspace"  # remote.workdir when that is null
     max_fetch_mb: float = 2048  # fetch refuses one file, or all of them together, over this many MB (2^20 bytes)
+    billing_wait_s: float = 20.0  # after terminate, wait at most this long for RunPod's (lagging) bill; 0: read once
 
 
 @dataclass
