@@ -182,6 +182,9 @@ class TrainConfig:
     optim: str = "adamw_8bit"  # CPU runs fall back to adamw_torch
     logging_steps: int = 1  # one progress event per this many steps
     eval_fraction: float = 0.1  # share of examples held out for eval, chosen by a hash of the example id
+    # Trackers the trainer reports to: tensorboard (event files in out/tensorboard/, fetched home), mlflow, wandb
+    # (their own servers; credentials never go through lorapod: README, Trackers); empty or [none]: none
+    report_to: list[str] = field(default_factory=list)
 
 
 @dataclass
