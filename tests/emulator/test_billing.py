@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import pytest
@@ -85,3 +85,26 @@ def test_a_deleted_pod_is_billed_for_its_life_once_billing_caught_up(runpod_emul
         assert records and {r["podId"] for r in records} == {pod_id}
         assert client.delete(f"/pods/{other}").status_code == 204
     assert emu.violations == []
+
+
+def test_the_client_reads_one_pods_records_through_a_server_error(runpod_emulator):
+    from engine.providers.runpod_api import RunPodApi
+
+    emu = runpod_emulator
+    emu.faults.billing_lag_s = 0.0
+    mine, other = create(emu, name="lorapod-mine")["id"], create(emu, name="lorapod-other")["id"]
+    time.sleep(0.3)
+    emu.faults.read_errors(count=1, status=503, paths=["/v2/billing/pods"])
+    client = RunPodApi(emu.url, emu.api_key, timeout_s=5, retry_for_s=10)
+    try:
+        now = datetime.now(timezone.utc)
+        start = now.replace(hour=0, minute=0, second=0, microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+        end = (now.replace(microsecond=0) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        records = client.pod_billing(mine, start, end, "hour")
+        client.delete_pod(mine)
+        client.delete_pod(other)
+    finally:
+        client.close()
+    assert records and {r["podId"] for r in records} == {mine}
+    assert sum(r["totalAmount"] for r in records) > 0
+    assert [r.status for r in emu.requests if r.template == "/v2/billing/pods"] == [503, 200]
