@@ -35,6 +35,8 @@ def read_bill(ctx: RunContext, billed_usd) -> dict:
     """Poll the provider's bill until two reads agree or provider.billing_wait_s is spent."""
     settings = ctx.cfg.provider
     wait_s = float(settings.get("billing_wait_s", 0) or 0)
+    if ctx.state.status == "interrupted":
+        wait_s = 0.0  # Ctrl-C means stop: one read, no waiting (this stage is shielded from a second Ctrl-C)
     interval = max(0.1, float(settings.get("poll_interval_s", 2.0)))
     pod = current_pod(ctx)
     since = ctx.state.marks.get("pod_created") or ctx.state.started_at
@@ -75,6 +77,12 @@ class Cost(BaseStage):
             ctx.state.outputs["cost"] = {"actual_usd": None, "source": name,
                                          "note": "your own machine: no provider bills it"}
             logger.debug(f"cost: {name} runs on your own machine, nothing billed")
+            return
+        if not ctx.state.pod.get("terminated"):
+            # A pod still up bills on: its bill is not final, and the engine must get on with deleting it.
+            ctx.state.outputs["cost"] = {"actual_usd": None, "source": f"{provider.name} billing",
+                                         "note": "the pod was not confirmed deleted: no final bill to read"}
+            logger.warning(f"cost: the pod was not confirmed deleted; estimated so far {_usd(estimate)}")
             return
         try:
             cost = read_bill(ctx, billed_usd)
