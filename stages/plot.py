@@ -116,6 +116,7 @@ def draw(train: dict[int, float], evals: dict[int, float], path: Path, title: st
 
     matplotlib.use("Agg")  # no display: a pod, a CI box, an SSH session
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=SIZE_IN, dpi=DPI)
     try:
@@ -127,6 +128,7 @@ def draw(train: dict[int, float], evals: dict[int, float], path: Path, title: st
             # Two evals (before and after) are two measurements, not a trend: points. More make a curve.
             style = {"linestyle": "-", "marker": "o"} if len(evals) > 2 else {"linestyle": "none", "marker": "o"}
             ax.plot(steps, [evals[s] for s in steps], label="eval loss", color="tab:orange", markersize=6, **style)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("loss")
         ax.set_title(title)
