@@ -46,6 +46,7 @@ class RunPodProviderConfig:
     require_deadline: bool = False  # stop before training when the pod's watchdog cannot verify its credentials
     workdir: str = "/workspace"  # remote.workdir when that is null
     max_fetch_mb: float = 2048  # fetch refuses one file, or all of them together, over this many MB (2^20 bytes)
+    billing_wait_s: float = 20.0  # after terminate, wait at most this long for RunPod's (lagging) bill; 0: read once
 
 
 @dataclass
@@ -187,6 +188,9 @@ class TrainConfig:
     optim: str = "adamw_8bit"  # CPU runs fall back to adamw_torch
     logging_steps: int = 1  # one progress event per this many steps
     eval_fraction: float = 0.1  # share of examples held out for eval, chosen by a hash of the example id
+    # Trackers the trainer reports to: tensorboard (event files in out/tensorboard/, fetched home), mlflow, wandb
+    # (their own servers; credentials never go through lorapod: README, Trackers); empty or [none]: none
+    report_to: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -33,6 +33,9 @@ def build(ctx: RunContext) -> dict:
         "image": state.outputs.get("image"),  # the reference deployed, and its digest when the registry named one
         "billed_seconds": seconds,
         "cost_usd_estimate": round(seconds / 3600 * price, 4) if seconds else 0.0,
+        # What the provider billed (stages/cost.py): null when it is not known (yet): see cost.note
+        "cost_usd_actual": (state.outputs.get("cost") or {}).get("actual_usd"),
+        "cost": state.outputs.get("cost"),  # {actual_usd, source, note}
         "overhead": state.outputs.get("overhead"),
         "deadline": state.outputs.get("deadline"),  # the pod's watchdog: armed, with which credential and ways
         # pinned_from_log | first_contact | known_hosts; host_key_warning: why keys the image should have
@@ -49,6 +52,7 @@ def build(ctx: RunContext) -> dict:
             "dataset": str(ctx.dataset_dir) if ctx.dataset_dir.exists() else None,
             "adapter": str(adapter) if (adapter / "adapter_config.json").exists() else None,
             "log": str(ctx.run_dir / "run.log"),
+            "plot": state.outputs.get("plot"),  # the loss curve (stages/plot.py), when the run got that far
         },
     }
 

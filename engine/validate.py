@@ -25,6 +25,7 @@ from engine.pod_env import looks_secret
 BACKENDS = ("auto", "unsloth", "transformers")
 MODEL_SOURCES = ("hub", "local", "random")
 DATASET_SOURCES = ("sample", "metahuman", "jsonl")
+REPORTERS = ("tensorboard", "mlflow", "wandb", "none")  # train.report_to: what train_unsloth.py passes on
 
 
 def _origin(cfg: DictConfig, key: str) -> str:
@@ -178,6 +179,12 @@ def validate(cfg: DictConfig) -> None:
     need(train.warmup_steps >= 0, "train.warmup_steps", "must be >= 0")
     need(train.logging_steps >= 1, "train.logging_steps", "must be >= 1")
     need(0 <= train.eval_fraction < 1, "train.eval_fraction", "must be in [0, 1)")
+    reporters = list(train.get("report_to") or [])
+    unknown = [r for r in reporters if r not in REPORTERS]
+    need(not unknown, "train.report_to", f"{', '.join(map(str, unknown))} is not a tracker lorapod passes on: use "
+                                         f"any of {', '.join(REPORTERS[:-1])} (e.g. 'train.report_to=[tensorboard]'), "
+                                         "or [] for none")
+    need("none" not in reporters or len(reporters) == 1, "train.report_to", "none cannot be combined with a tracker")
     need(cfg.gpu.count >= 0, "gpu.count", "must be >= 0: GPUs per pod, each trained on by one process (torchrun when "
          "> 1); with gpu=cpu, the number of CPU training processes (0 or 1: one)")
     need(model.source in MODEL_SOURCES, "model.source", f"must be one of {', '.join(MODEL_SOURCES)}")

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -461,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import TrainerCallback, set_seed
     from trl import SFTConfig, SFTTrainer
 
+    report_to = trackers(train_cfg.get("report_to"), out)
     use_gpu = torch.cuda.is_available()
     rank, world_size = join_ranks(use_gpu)
     set_seed(train_cfg["seed"])
@@ -518,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
         optim=train_cfg["optim"] if use_gpu else cpu_optim(train_cfg["optim"]),
         logging_steps=train_cfg["logging_steps"],
         save_strategy="no",
-        report_to=[],
+        report_to=report_to,
         use_cpu=not use_gpu,
         bf16=use_gpu and torch.cuda.is_bf16_supported(),
         fp16=False,
@@ -559,6 +561,8 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer.save_pretrained(str(adapter_dir))
     outputs += sorted(p for p in adapter_dir.rglob("*") if p.is_file())
     outputs.append(metrics_path)
+    if "tensorboard" in report_to:  # the event files come home with the adapter (stages/fetch_rules.py)
+        outputs += sorted(p for p in (out / "tensorboard").rglob("*") if p.is_file())
 
     result = {
         "status": "succeeded",
@@ -589,6 +593,21 @@ def main(argv: list[str] | None = None) -> int:
          eval_loss_before=eval_before, eval_loss_after=eval_after, tokens_per_s=result["throughput"]["tokens_per_s"],
          mfu=result["throughput"]["mfu"])
     return 0 if result["status"] == "succeeded" else 1
+
+
+def trackers(wanted, out: Path) -> list[str]:
+    """train.report_to for the trainer. TensorBoard writes into out/tensorboard/ (transformers reads the folder
+    from TENSORBOARD_LOGGING_DIR), where fetch finds it; a tracker whose package is missing stops here, before
+    any training, with its name."""
+    report_to = [r for r in (wanted or []) if r != "none"]
+    packages = {"tensorboard": ("tensorboard", "tensorboardX"), "mlflow": ("mlflow",), "wandb": ("wandb",)}
+    for name in report_to:
+        if not any(importlib.util.find_spec(p) for p in packages.get(name, (name,))):
+            sys.exit(f"train.report_to lists {name}, but its package is not installed where training runs: "
+                     f"add {packages.get(name, (name,))[0]} to the image (or image.requirements), or drop it")
+    if "tensorboard" in report_to:
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out / "tensorboard"))
+    return report_to
 
 
 def cpu_optim(optim: str) -> str:

@@ -10,8 +10,10 @@ from pathlib import Path, PurePosixPath
 
 from engine.errors import StageError
 
-FOLDERS = ("adapter", "base_model", "plots")  # base_model: model=tiny's random base, which exists nowhere else
-ALLOWED = "adapter/…, base_model/…, plots/…, *.png at the top and metrics.jsonl"
+# base_model: model=tiny's random base, which exists nowhere else; tensorboard: train.report_to=[tensorboard]'s
+# event files (scalars: kilobytes per thousand steps), last to come home when provider.max_fetch_mb bites
+FOLDERS = ("adapter", "base_model", "plots", "tensorboard")
+ALLOWED = "adapter/…, base_model/…, plots/…, tensorboard/…, *.png at the top and metrics.jsonl"
 # The run's own records (README, "Where results land"), compared lower-cased: on a case-insensitive disk
 # State.json is state.json.
 RECORDS = frozenset({"run.log", "state.json", "run-summary.json", "train.log", "config.json", "result.json",

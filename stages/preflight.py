@@ -83,8 +83,13 @@ def cost_line(ctx: RunContext) -> str:
         return "cost: nothing was rented"
     price = float(pod.get("price_per_hour") or 0.0)
     state = "up" if pod.get("terminated") else "up so far (NOT confirmed deleted)"
-    return (f"cost: pod {state} {seconds:.0f}s at ${price:.2f}/h = about ${seconds / 3600 * price:.4f} "
-            "(an estimate from the list price; RunPod's bill is what you pay)")
+    line = f"cost: pod {state} {seconds:.0f}s at ${price:.2f}/h = about ${seconds / 3600 * price:.4f}"
+    bill = ctx.state.outputs.get("cost")  # the cost stage's reading of the provider's bill, when it ran
+    if bill and bill.get("actual_usd") is not None:
+        return f"{line}; billed ${bill['actual_usd']:.4f}"
+    if bill and bill.get("source"):
+        return f"{line} (an estimate from the list price; {bill.get('note')})"
+    return f"{line} (an estimate from the list price; RunPod's bill is what you pay)"
 
 
 def _row(check: str, status: str, detail: str) -> dict:

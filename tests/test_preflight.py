@@ -55,6 +55,8 @@ def test_preflight_passes_against_the_emulator_with_no_gpu_lines(runpod_emulator
     cost = re.search(r"cost: pod up (\d+)s at \$([\d.]+)/h = about \$([\d.]+)", log)
     assert cost and float(cost.group(2)) == round(price, 2)
     assert abs(float(cost.group(3)) - int(cost.group(1)) / 3600 * price) < 0.001
+    billed = run.summary["cost_usd_actual"]  # the emulator's billing lags 2 s; the stage waits up to 20 s
+    assert billed is not None and f"; billed ${billed:.4f}" in log
     # A few minutes at most: the pod's own deadline is the pipeline's cap, not the provider's six hours.
     [pod] = emu.pods.values()
     assert pod.request["env"]["LORAPOD_MAX_RUNTIME_S"] == "1200"

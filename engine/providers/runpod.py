@@ -105,6 +105,8 @@ class RunPodProvider:
                     "public_ip_timeout_s", "reconcile_s", "watchdog_poll_s"):
             if p[key] <= 0:
                 problems.append((f"provider.{key}", f"must be > 0 (got {p[key]})"))
+        if p.billing_wait_s < 0:
+            problems.append(("provider.billing_wait_s", f"must be >= 0 (got {p.billing_wait_s}); 0 reads the bill once"))
         if p.watchdog_api_key_env and not os.environ.get(p.watchdog_api_key_env):
             problems.append(("provider.watchdog_api_key_env", f"names {p.watchdog_api_key_env}, which is not set: "
                                                               "export it or put it in .env, or drop the setting"))
@@ -544,6 +546,17 @@ class RunPodProvider:
         key = "" if self.settings.api_key_env == "RUNPOD_API_KEY" else f" --api-key-env {self.settings.api_key_env}"
         return where + key
 
+    def billed_usd(self, pod: Pod, since: float, retry_for_s: float = 10.0) -> float | None:
+        """What RunPod's billing says this pod has cost so far (USD), summed over hourly buckets from an hour
+        before `since` (our create: RunPod's clock may differ from ours) to now; None when no record names the
+        pod yet (billing lags: shared/reference/runpod.md). One read, retried on 5xx/429 for retry_for_s."""
+        start = _rfc3339(since - 3600)
+        end = _rfc3339(time.time() + 1)  # exclusive, snapped up to the end of the current hour by RunPod
+        records = self.api.pod_billing(pod.id, start, end, "hour", retry_for_s=retry_for_s)
+        amounts = [float(r["totalAmount"]) for r in records
+                   if isinstance(r.get("totalAmount"), (int, float)) and not isinstance(r.get("totalAmount"), bool)]
+        return round(sum(amounts), 6) if amounts else None
+
     def list_owned(self) -> list[Pod]:
         return [Pod(id=p["id"], name=p["name"], provider=self.name, gpu=(p.get("gpu") or {}).get("id"),
                     cloud=p.get("cloud"), price_per_hour=float(p.get("cost") or 0))
@@ -559,6 +572,12 @@ class Attempt:
     cloud: str
     result: str
     detail: str = ""  # RunPod's words, shown when every candidate failed
+
+
+def _rfc3339(wall: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(wall, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _count(gpu: dict) -> int:

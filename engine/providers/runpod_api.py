@@ -188,6 +188,17 @@ class RunPodApi:
             if exc.status != 404:  # already gone is what we wanted
                 raise
 
+    def pod_billing(self, pod_id: str, start: str, end: str, bucket: str = "hour",
+                    retry_for_s: float | None = None) -> list[dict]:
+        """GET /billing/pods (listPodBilling): this pod's billing records, one per time bucket in [start, end)
+        (RFC 3339; RunPod snaps start down and end up to bucket boundaries). Only records naming the pod are
+        returned, whatever the server put in."""
+        body = self._idempotent("GET", "/billing/pods", retry_for_s=retry_for_s,
+                                params={"podId": pod_id, "startTime": start, "endTime": end,
+                                        "bucketSize": bucket}).json()
+        records = body.get("records") if isinstance(body, dict) else None
+        return [r for r in records or [] if isinstance(r, dict) and r.get("podId") == pod_id]
+
     def gpu_types(self) -> list[dict]:
         return self._list("/catalog/gpus", "gpus")
 

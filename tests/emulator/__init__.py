@@ -41,6 +41,9 @@ start() in unshare's words when it is not.
                                     (not when the pod goes). Read it as a stream; `.text` never returns.
     GET    /v2/catalog/gpus[/{id}]  GpuType(s) with prices; include=AVAILABILITY&product=POD adds stock, data
                                     centers and CUDA versions (each needs the other: 400).
+    GET    /v2/billing/pods         listPodBilling: records per pod per bucket (startTime/endTime or lastN, bucketSize,
+                                    podId), from the pods' real billed lifetimes and prices; a second shows only
+                                    faults.billing_lag_s after it happened (billing lags). See billing.py.
     POST   /graphql                 RunPod's legacy GraphQL API (not in the document; see graphql.py): exactly
                                     `pod(input: {podId})` (any selection) -> {"data": {"pod": {id, name,
                                     desiredStatus} | null}} and `podTerminate(input: {podId})` -> {"data":

@@ -658,6 +658,8 @@ class EmulatedPod:
     _running_t: Optional[float] = None
     _billed_s: float = 0.0
     _bill_t: Optional[float] = field(default_factory=time.monotonic)
+    # Wall-clock [start, end) spans in a billed status (end None: still billing), for GET /v2/billing/pods
+    billed_spans: list = field(default_factory=lambda: [[time.time(), None]])
     _udp: Optional[socket.socket] = None
     _scanned_t: float = 0.0
 
@@ -714,8 +716,10 @@ class EmulatedPod:
         if self._bill_t is not None and status not in BILLED:
             self._billed_s += now - self._bill_t
             self._bill_t = None
+            self.billed_spans[-1][1] = time.time()
         elif self._bill_t is None and status in BILLED:
             self._bill_t = now
+            self.billed_spans.append([time.time(), None])
         self.status, self._phase_t = status, now
 
     def tick(self) -> Optional[Callable[[], None]]:

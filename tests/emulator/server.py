@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Optional
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from tests import sshd
-from tests.emulator import graphql, openapi
+from tests.emulator import billing, graphql, openapi
 from tests.emulator.keys import DEFAULT_POD_KEY, ExtraKey, check_mode, graphql_allows, pod_key_rest_allows
 from tests.emulator.pod import IMAGES, WAIT_S, EmulatedPod, container_preflight, image_kind, random_id
 
@@ -163,6 +163,8 @@ class Faults:
                            mapping has ip null and ssh.direct stays null, forever
     list_lag_s             a new pod shows in GET /v2/pods only this long after its create (eventual consistency;
                            2 s by default: the sources are silent, so the harsher reading)
+    billing_lag_s          a second of a pod's life shows in GET /v2/billing/pods only this long after it happened
+                           (runpod.md: billing "lags"; how long is not said: 2 s by default, tests set more)
     create_garbled         the next N creates make the pod, then answer 201 with an HTML page instead of the Pod
                            (issue 9 names "a non-JSON 201" as a lost answer; off the document on purpose)
     rules                  FaultRule list, filled by rate_limit(), read_errors() and server_errors(); a rule
@@ -174,6 +176,7 @@ class Faults:
     forbidden_pools: set = field(default_factory=set)
     no_public_ip: int = 0
     list_lag_s: float = 2.0
+    billing_lag_s: float = 2.0
     create_garbled: int = 0
     create_500_after_create: int = 0
     create_delay_s: float = 0.0
@@ -874,6 +877,16 @@ class RunPodEmulator:
         return _Response(200, events(lines), "text/event-stream", stream=follow,
                          headers={"Cache-Control": "no-cache", "Connection": "keep-alive", "X-Accel-Buffering": "no"})
 
+    def pod_billing(self, query, **_) -> _Response:
+        """listPodBilling, computed from the pods' billed spans (billing.py says what is emulated and why)."""
+        with self._lock:
+            pods = list(self.pods.values())
+            try:
+                body = billing.pod_records(pods, query, self.faults.billing_lag_s)
+            except billing.BadQuery as exc:
+                return problem(400, str(exc))
+        return _Response(200, body, "application/json")
+
     def list_gpus(self, query, params=None, **_) -> _Response:
         include = query.get("include")
         product = query.get("product")
@@ -905,6 +918,7 @@ ROUTES: dict[tuple[str, str], Callable[..., _Response]] = {
     ("DELETE", "/v2/pods/{id}"): RunPodEmulator.delete_pod,
     ("POST", "/v2/pods/{id}/action"): RunPodEmulator.pod_action,
     ("GET", "/v2/pods/{id}/logs"): RunPodEmulator.pod_logs,
+    ("GET", "/v2/billing/pods"): RunPodEmulator.pod_billing,
     ("GET", "/v2/catalog/gpus"): RunPodEmulator.list_gpus,
     ("GET", "/v2/catalog/gpus/{id}"): RunPodEmulator.list_gpus,
 }

@@ -114,7 +114,7 @@ def test_an_entry_outside_the_allowlist_is_refused_and_the_good_ones_still_come_
         pass
     error = pod.fetch()
     assert error is not None and repr(rel)[:60] in str(error)
-    assert "adapter/…, base_model/…, plots/…, *.png at the top and metrics.jsonl" in str(error)
+    assert "adapter/…, base_model/…, plots/…, tensorboard/…, *.png at the top and metrics.jsonl" in str(error)
     assert pod.ctx.state.outputs["fetch"]["refused"] == [rel]
     assert pod.downloaded() == set(GOOD), "the good files come home, the bad one is never downloaded"
     assert not (tmp_path / "x").exists()
