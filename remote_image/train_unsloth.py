@@ -162,7 +162,9 @@ def earlier_answer(tokenizer, messages: list[dict], k: int, prompt: str) -> tupl
     user turn after it (each must be a prefix of the prompt), and once more with turn k's content emptied; the
     two renderings of turn k must differ in exactly the answer's text, which must be followed by eos."""
     eos = tokenizer.eos_token
-    if not eos or k + 1 >= len(messages) - 1 or messages[k + 1].get("role") != "user":
+    # Only an answer between two user turns: strict templates refuse other orders, and rendering them could raise.
+    if (not eos or k < 1 or k + 1 >= len(messages) - 1 or messages[k - 1].get("role") != "user"
+            or messages[k + 1].get("role") != "user"):
         return None
     before = render(tokenizer, messages[:k], False)
     after = render(tokenizer, messages[: k + 2], False)
