@@ -6,8 +6,8 @@ persona's reply) with metadata.conversationId, or only metadata.sessionId. Memor
 chat that share one (conversationId first, sessionId when a memory has none; within one profile) become one
 example: the system prompt, then user / assistant for each exchange in timestamp order (ties by memory id).
 
-- Training: remote_image/train_unsloth.py puts the loss on the final assistant answer only; the earlier
-  answers are context, as the persona's own side of the conversation, and are not trained on.
+- Training: remote_image/train_unsloth.py puts the loss on every assistant answer of the example (each with
+  its end-of-turn token), so an N-exchange conversation teaches N answers; user turns are context.
 - Length: at most dataset.max_turns exchanges per example. A longer conversation is split into consecutive
   parts from its start, each its own example, so no exchange is lost and a conversation that grows later
   changes only its last part. Each turn already obeys dataset.max_words (input + output), so an example

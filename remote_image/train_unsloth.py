@@ -22,8 +22,8 @@ An early `env` event reports the environment the launch set (never the token).
 
 Backends: Unsloth's FastLanguageModel when `train.backend` is `unsloth`, or `auto` and unsloth imports;
 plain transformers + PEFT when asked, or with `auto` on CPU only (on a GPU a failed unsloth import fails the
-run: see choose_backend). Both go through TRL's SFTTrainer with prompt/completion rows, so the loss covers only
-the final assistant answer and its end-of-turn token.
+run: see choose_backend). Both go through TRL's SFTTrainer with our own completion_mask, so the loss covers every
+assistant answer of a conversation, each with its end-of-turn token, and nothing else (see tokenize_rows).
 """
 from __future__ import annotations
 
@@ -138,9 +138,10 @@ def render(tokenizer, messages: list[dict], generation_prompt: bool) -> str:
                                          enable_thinking=False)
 
 
-def encode_row(tokenizer, messages: list[dict], row_id) -> tuple[list[int], list[int]]:
-    """Prompt ids and answer ids, the answer ending with its end-of-turn token (the tokenizer's eos_token,
-    <|im_end|> for Qwen3, <|eot_id|> for Llama 3.1): what follows it (ChatML's newline) is not trained."""
+def final_answer(tokenizer, messages: list[dict], row_id) -> tuple[str, str]:
+    """The prompt (everything before the final answer, ending with the generation prompt) and the final answer,
+    ending with its end-of-turn token (the tokenizer's eos_token, <|im_end|> for Qwen3, <|eot_id|> for Llama
+    3.1): what follows it (ChatML's newline) is not trained."""
     prompt = render(tokenizer, messages[:-1], True)
     full = render(tokenizer, messages, False)
     if not full.startswith(prompt):
@@ -149,10 +150,69 @@ def encode_row(tokenizer, messages: list[dict], row_id) -> tuple[list[int], list
     eos = tokenizer.eos_token
     if eos and eos in answer:
         answer = answer[: answer.rindex(eos) + len(eos)]
-    # Prompt and answer are tokenized apart so the boundary is exact whatever the tokenizer merges. The
-    # template writes BOS itself where the model wants one, so the tokenizer must not add another.
-    return (tokenizer(prompt, add_special_tokens=False)["input_ids"],
-            tokenizer(answer, add_special_tokens=False)["input_ids"])
+    return prompt, answer
+
+
+def earlier_answer(tokenizer, messages: list[dict], k: int, prompt: str) -> tuple[int, int] | None:
+    """Where assistant turn k (not the final one) lies in `prompt`, as (start, end) of its text and end-of-turn
+    token, or None when the template's rendering cannot be read back exactly.
+
+    A template may render a turn in the history differently from the turn being generated (Qwen3 with
+    enable_thinking=False puts an empty think block after the generation prompt, never in history), so the
+    generation prompt does not locate an earlier answer. Instead: render the history up to turn k and up to the
+    user turn after it (each must be a prefix of the prompt), and once more with turn k's content emptied; the
+    two renderings of turn k must differ in exactly the answer's text, which must be followed by eos."""
+    eos = tokenizer.eos_token
+    # Only an answer between two user turns: strict templates refuse other orders, and rendering them could raise.
+    if (not eos or k < 1 or k + 1 >= len(messages) - 1 or messages[k - 1].get("role") != "user"
+            or messages[k + 1].get("role") != "user"):
+        return None
+    before = render(tokenizer, messages[:k], False)
+    after = render(tokenizer, messages[: k + 2], False)
+    emptied = render(tokenizer, messages[:k] + [{**messages[k], "content": ""}] + [messages[k + 1]], False)
+    if not (prompt.startswith(after) and after.startswith(before) and emptied.startswith(before)):
+        return None
+    turn, bare = after[len(before):], emptied[len(before):]
+    if eos not in bare:
+        return None
+    header = bare[: bare.index(eos)]  # what the template writes around an empty answer before its end of turn
+    if not turn.startswith(header) or eos not in turn[len(header):]:
+        return None
+    end = turn.index(eos, len(header)) + len(eos)
+    text = turn[len(header): end - len(eos)]
+    content = messages[k].get("content") or ""
+    # The template may trim the answer (Llama 3.1) but must not otherwise change it (Qwen3 moves a </think> part
+    # out of an earlier answer): anything else would train text that is not the persona's answer.
+    if not text.strip() or text.strip() != content.strip() or turn[end:] != bare[len(header) + len(eos):]:
+        return None
+    return len(before) + len(header), len(before) + end
+
+
+def encode_row(tokenizer, messages: list[dict], row_id, warned: list) -> tuple[list[int], list[int], list[int]]:
+    """Prompt ids, their mask (1 on every earlier assistant answer and its end-of-turn token) and the final
+    answer's ids. Prompt pieces and the answer are tokenized apart so each boundary is exact whatever the
+    tokenizer merges. The template writes BOS itself where the model wants one, so the tokenizer must not add
+    another. When an earlier answer cannot be located exactly, the row trains its final answer only and
+    `warned` records the row (a wrong mask would teach the model the template's headers or the user's words)."""
+    prompt, answer = final_answer(tokenizer, messages, row_id)
+    spans = []
+    for k in range(len(messages) - 1):
+        if messages[k].get("role") != "assistant":
+            continue
+        span = earlier_answer(tokenizer, messages, k, prompt)
+        if span is None or (spans and span[0] < spans[-1][1]):
+            warned.append(row_id)
+            spans = []
+            break
+        spans.append(span)
+    ids, mask, at = [], [], 0
+    for start, end in spans + [(len(prompt), len(prompt))]:
+        for text, trained in ((prompt[at:start], 0), (prompt[start:end], 1)):
+            piece = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+            ids += piece
+            mask += [trained] * len(piece)
+        at = end
+    return ids, mask, tokenizer(answer, add_special_tokens=False)["input_ids"]
 
 
 def shorten(tokenizer, messages: list[dict], excess: int) -> list[dict] | None:
@@ -183,29 +243,37 @@ def shorten(tokenizer, messages: list[dict], excess: int) -> list[dict] | None:
 
 
 def tokenize_rows(tokenizer, rows: list[dict], max_length: int) -> list[dict]:
-    """input_ids plus a completion_mask that covers exactly the final assistant answer and its end-of-turn token.
+    """input_ids plus a completion_mask that covers exactly every assistant answer of the row, each with its
+    end-of-turn token: never a user turn, the system message or the template's headers (see encode_row).
 
-    A row longer than max_length loses its oldest content first (see shorten), never BOS, the system message or
-    the answer; only when the system message and the answer alone do not fit is the answer cut at its end.
+    A row longer than max_length loses its oldest exchanges first (see shorten), never BOS, the system message or
+    the final answer; an earlier answer dropped with its exchange is simply not trained. Only when the system
+    message and the final answer alone do not fit is that answer cut at its end.
     TRL versions have disagreed on masking when they do it themselves, so we own it and check it (check_masking).
     """
-    out = []
+    out, warned = [], []
     for row in rows:
         messages = list(row["messages"])
-        prompt_ids, answer_ids = encode_row(tokenizer, messages, row.get("id"))
+        inexact = []
+        prompt_ids, prompt_mask, answer_ids = encode_row(tokenizer, messages, row.get("id"), inexact)
         while len(prompt_ids) + len(answer_ids) > max_length:
             shorter = shorten(tokenizer, messages, len(prompt_ids) + len(answer_ids) - max_length)
             if shorter is None:
                 break
             messages = shorter
-            prompt_ids, answer_ids = encode_row(tokenizer, messages, row.get("id"))
+            inexact = []
+            prompt_ids, prompt_mask, answer_ids = encode_row(tokenizer, messages, row.get("id"), inexact)
         if len(prompt_ids) >= max_length:
             sys.exit(f"row {row.get('id')}: the system message and the template's headers take {len(prompt_ids)} "
                      f"tokens, leaving no room for the answer within train.max_seq_length={max_length}; raise "
                      f"train.max_seq_length or shorten the system prompt")
         answer_ids = answer_ids[: max_length - len(prompt_ids)]
-        out.append({"input_ids": prompt_ids + answer_ids,
-                    "completion_mask": [0] * len(prompt_ids) + [1] * len(answer_ids)})
+        out.append({"input_ids": prompt_ids + answer_ids, "completion_mask": prompt_mask + [1] * len(answer_ids)})
+        warned += inexact  # as the row is finally encoded: a shortened row may have lost the unreadable turn
+    if warned:
+        # One line for all rows: a template that trips this trips it on every conversation.
+        print(f"warning: the chat template renders earlier answers in a way lorapod cannot locate exactly; "
+              f"{len(warned)} row(s) train their final answer only (first: row {warned[0]})", flush=True)
     return out
 
 

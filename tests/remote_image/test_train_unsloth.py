@@ -47,8 +47,11 @@ def load_script():
 
 def make_run_folder(root: Path, backend: str, n: int = 24) -> Path:
     (root / "dataset").mkdir(parents=True)
+    # Every third row is a conversation of two exchanges: check_masking must pass with a mask in two runs.
     rows = [{"id": f"ex{i}", "messages": [
         {"role": "system", "content": "You are Sam."},
+        *([{"role": "user", "content": "Any news?"}, {"role": "assistant", "content": "Frost came early."}]
+          if i % 3 == 0 else []),
         {"role": "user", "content": f"What did you plant in bed {i}?"},
         {"role": "assistant", "content": f"Sedges and rushes in bed {i}, near the water."}]} for i in range(n)]
     for name, part in (("train.jsonl", rows[: n - 4]), ("eval.jsonl", rows[n - 4:])):
@@ -129,23 +132,50 @@ def test_torchao_loads_its_cpp_extensions_under_the_pod_closure():
     assert report["shipped"] and report["loaded"] == report["shipped"], report
 
 
-def test_loss_mask_covers_exactly_the_final_answer(tmp_path):
+def tiny_tokenizer(tmp_path, texts: list[str]):
     from transformers import AutoTokenizer
 
-    script = load_script()
-    texts = ["You are Sam.", "Hello there", "General Kenobi, the final answer."]
-    script.build_tiny_base({"vocab_size": 300, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                            "num_attention_heads": 2, "max_position_embeddings": 128}, texts, 0, tmp_path / "base")
-    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "base")
-    row = {"id": "a", "messages": [{"role": "system", "content": texts[0]}, {"role": "user", "content": texts[1]},
-                                   {"role": "assistant", "content": "An earlier answer."},
-                                   {"role": "user", "content": "And now?"},
-                                   {"role": "assistant", "content": texts[2]}]}
-    [tok] = script.tokenize_rows(tokenizer, [row], max_length=512)
-    answer = [t for t, m in zip(tok["input_ids"], tok["completion_mask"]) if m]
-    assert tokenizer.decode(answer).startswith(texts[2])
-    assert "An earlier answer" not in tokenizer.decode(answer)
+    load_script().build_tiny_base({"vocab_size": 300, "hidden_size": 32, "intermediate_size": 64,
+                                   "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 128},
+                                  texts, 0, tmp_path / "base")
+    return AutoTokenizer.from_pretrained(tmp_path / "base")
+
+
+def trained_runs(tokenizer, tok: dict) -> list[str]:
+    runs, last = [], 0
+    for token, mask in zip(tok["input_ids"], tok["completion_mask"]):
+        if mask and last:
+            runs[-1].append(token)
+        elif mask:
+            runs.append([token])
+        last = mask
+    return [tokenizer.decode(run) for run in runs]
+
+
+def test_loss_mask_covers_exactly_every_answer(tmp_path):
+    texts = ["You are Sam.", "Hello there", "An earlier answer.", "And then?", "A middle answer.", "And now?",
+             "General Kenobi, the final answer."]
+    tokenizer = tiny_tokenizer(tmp_path, texts)
+    messages = [{"role": role, "content": text} for role, text in
+                zip(["system"] + ["user", "assistant"] * 3, texts)]
+    [tok] = load_script().tokenize_rows(tokenizer, [{"id": "a", "messages": messages}], max_length=512)
     assert len(tok["input_ids"]) == len(tok["completion_mask"])
+    assert trained_runs(tokenizer, tok) == [texts[2] + "<|im_end|>", texts[4] + "<|im_end|>",
+                                            texts[6] + "<|im_end|>"]
+    context = tokenizer.decode([t for t, m in zip(tok["input_ids"], tok["completion_mask"]) if not m])
+    assert context == ("<|im_start|>system\nYou are Sam.<|im_end|>\n<|im_start|>user\nHello there<|im_end|>\n"
+                       "<|im_start|>assistant\n\n<|im_start|>user\nAnd then?<|im_end|>\n<|im_start|>assistant\n"
+                       "\n<|im_start|>user\nAnd now?<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_a_single_answer_row_trains_its_answer_after_the_generation_prompt(tmp_path):
+    tokenizer = tiny_tokenizer(tmp_path, ["You are Sam.", "Hello there", "General Kenobi."])
+    messages = [{"role": "user", "content": "Hello there"}, {"role": "assistant", "content": "General Kenobi."}]
+    [tok] = load_script().tokenize_rows(tokenizer, [{"id": "a", "messages": messages}], max_length=512)
+    prompt = tokenizer("<|im_start|>user\nHello there<|im_end|>\n<|im_start|>assistant\n",
+                       add_special_tokens=False)["input_ids"]
+    answer = tokenizer("General Kenobi.<|im_end|>", add_special_tokens=False)["input_ids"]
+    assert tok == {"input_ids": prompt + answer, "completion_mask": [0] * len(prompt) + [1] * len(answer)}
 
 
 def test_a_long_prompt_is_cut_from_the_left_never_the_answer(tmp_path):
