@@ -43,11 +43,7 @@ def test_default_is_the_local_provider_on_cpu_with_the_tiny_model():
     cfg = cfg_job()
     assert (cfg["provider"]["name"], cfg["gpu"]["name"], cfg["model"]["name"]) == ("local", "cpu", "tiny")
     assert list(cfg["pipeline"]["stages"]) == ["prepare", "build", "deploy", "probe", "upload", "train", "fetch",
-<<<<<<< HEAD
-                                               "terminate", "register", "export", "install"]
-=======
-                                               "terminate", "cost", "plot"]
->>>>>>> issue-13c
+                                               "terminate", "cost", "plot", "register", "export", "install"]
 
 
 def test_every_gpu_option_names_its_runpod_id_vram_and_price():
