@@ -20,7 +20,7 @@ def test_a_workdir_under_the_remote_home_runs_in_the_folder_that_was_checked(pla
     # a unique name keeps the test off whatever the real home already holds.
     home = Path(pwd.getpwnam(plain_sshd.user).pw_dir)
     name = f"lorapod-test-{secrets.token_hex(4)}"
-    args = without_workdir(ssh_args(plain_sshd, tmp_path)) + [f"remote.workdir=~/{name}"]
+    args = without_workdir(ssh_args(plain_sshd, tmp_path)) + [f"remote.workdir='~/{name}'"]
     try:
         run = run_lorapod(*args, run_dir=run_dir)
         assert run.proc.returncode == 0, run.output[-3000:]
