@@ -42,8 +42,9 @@ class RunContext:
 
     @property
     def remote_dir(self) -> str:
-        """This run's folder on the pod (POSIX path): <remote.workdir>/<pod name>."""
-        root = self.cfg.remote.workdir or self.provider.default_workdir
+        """This run's folder on the pod (POSIX path): <remote.workdir>/<pod name>. A workdir the provider resolved
+        on the machine (provider=ssh: `~` and $HOME) wins: it is the folder that was checked."""
+        root = self.state.outputs.get("workdir") or self.cfg.remote.workdir or self.provider.default_workdir
         return posixpath.join(str(root), self.pod_name)
 
     @property

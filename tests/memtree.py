@@ -67,6 +67,14 @@ def dataset(path, source: str = "metahuman", **overrides) -> DatasetConfig:
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DatasetConfig), base, overrides))
 
 
+def curate(tmp_path: Path, ds) -> tuple[dict, dict[str, str]]:
+    """Prepare `ds` into tmp_path/out: the manifest, and each malformed input's reason by its path."""
+    import curation
+
+    manifest = curation.prepare(ds, 0.0, tmp_path / "out")
+    return manifest, {b["path"]: b["reason"] for b in manifest["malformed"]}
+
+
 def read_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 

@@ -3,6 +3,7 @@ is made or uploaded when others could write to it or above it."""
 from __future__ import annotations
 
 import pwd
+import secrets
 import shutil
 from pathlib import Path
 
@@ -14,21 +15,21 @@ def without_workdir(args: list[str]) -> list[str]:
     return [a for a in args if not a.startswith("remote.workdir=")]
 
 
-def test_the_default_workdir_is_under_the_remote_users_home(plain_sshd, tmp_path, run_dir):
+def test_a_workdir_under_the_remote_home_runs_in_the_folder_that_was_checked(plain_sshd, tmp_path, run_dir):
+    # `~/<name>` is resolved on the machine, as the default ($HOME/lorapod, tests/engine/test_remote_folder.py) is;
+    # a unique name keeps the test off whatever the real home already holds.
     home = Path(pwd.getpwnam(plain_sshd.user).pw_dir)
-    run = run_lorapod(*without_workdir(ssh_args(plain_sshd, tmp_path)), run_dir=run_dir)
-    remote = home / "lorapod" / f"lorapod-{run.summary['run_id']}"
+    name = f"lorapod-test-{secrets.token_hex(4)}"
+    args = without_workdir(ssh_args(plain_sshd, tmp_path)) + [f"remote.workdir='~/{name}'"]
     try:
+        run = run_lorapod(*args, run_dir=run_dir)
         assert run.proc.returncode == 0, run.output[-3000:]
-        assert run.state["outputs"]["workdir"] == str(home / "lorapod")
-        assert (remote / "train.log").is_file(), "training ran there"
+        assert run.state["outputs"]["workdir"] == str(home / name)
+        assert (home / name / f"lorapod-{run.summary['run_id']}" / "train.log").is_file(), "training ran there"
+        assert not (home / "~").exists(), "not in a folder literally named ~"
         assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
     finally:
-        shutil.rmtree(remote, ignore_errors=True)
-        try:
-            (home / "lorapod").rmdir()  # only when this test made it and left nothing else in it
-        except OSError:
-            pass
+        shutil.rmtree(home / name, ignore_errors=True)
 
 
 def test_a_workdir_under_a_world_writable_folder_is_refused_before_anything_is_sent(plain_sshd, tmp_path, run_dir):

@@ -68,15 +68,16 @@ class SshProvider:
             raise StageError(f"unsafe workdir {workdir} on {self.settings.host} ({key}): {problem}",
                              f"set {key} to a folder only you can write to, e.g. a folder under your home "
                              "(the default, $HOME/lorapod, when both are null)")
-        if not given:
-            self.default_workdir = workdir
-        ctx.state.outputs["workdir"] = workdir
+        self.default_workdir = workdir
+        ctx.state.outputs["workdir"] = workdir  # ctx.remote_dir goes under it: `~/x` given is $HOME/x checked
         logger.info(f"workdir {workdir} on {self.settings.host}: only you (or root) can write to it and above it")
 
     def terminate(self, pod: Pod) -> None:
         """Your machine stays; only the run's detached processes are stopped, if any are left."""
-        if self.ctx.transport is None or not (self.ctx.cfg.remote.workdir or self.default_workdir):
-            return  # no run folder was settled on (probe stopped first): nothing of the run's can be running
+        if self.ctx.transport is None or "workdir" not in self.ctx.state.outputs:
+            # No workdir passed the check (probe stopped first, or refused it): nothing of the run's can be running
+            # there, and a train.pid in a folder others can write to is not ours to act on.
+            return
         rdir = shlex.quote(self.ctx.remote_dir)
         self.ctx.transport.exec(f"[ -f {rdir}/train.pid ] && kill -TERM -- -\"$(cat {rdir}/train.pid)\" 2>/dev/null; true")
 

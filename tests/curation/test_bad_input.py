@@ -7,22 +7,9 @@ import pytest
 
 import curation
 from engine.errors import DatasetError
-from tests.memtree import Tree, dataset
+from tests.memtree import Tree, curate, dataset
 
 EPISODIC = "memory/episodic/2025"
-
-
-@pytest.fixture
-def tree(tmp_path):
-    tree = Tree(tmp_path / "mh")
-    for i in range(4):
-        tree.add(hours=i)
-    return tree
-
-
-def curate(tmp_path, ds):
-    manifest = curation.prepare(ds, 0.0, tmp_path / "out")
-    return manifest, {b["path"]: b["reason"] for b in manifest["malformed"]}
 
 
 def test_unreadable_files_are_malformed_with_the_reason(tmp_path, tree):

@@ -6,30 +6,16 @@ import os
 
 import pytest
 
-import curation
 from curation import process
 from curation.memory import Malformed
 from curation.persona import resolve
 from curation.process import Processor
 from curation.read import parse_json, read_bytes
 from curation.walk import json_files, real_folders
-from tests.memtree import Tree, dataset, sentence, snapshot
+from tests.memtree import Tree, curate, dataset, sentence, snapshot
 
 EPISODIC = "memory/episodic/2025"
 MEMORY = '{"id": "%s", "timestamp": "2025-05-01T10:00:00Z", "type": "observation", "tags": ["t"], "content": "%s"}'
-
-
-@pytest.fixture
-def tree(tmp_path):
-    tree = Tree(tmp_path / "mh")
-    for i in range(4):
-        tree.add(hours=i)
-    return tree
-
-
-def curate(tmp_path, ds):
-    manifest = curation.prepare(ds, 0.0, tmp_path / "out")
-    return manifest, {b["path"]: b["reason"] for b in manifest["malformed"]}
 
 
 def every_input_counted_once(m: dict) -> None:
