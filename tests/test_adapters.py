@@ -165,6 +165,35 @@ def test_remove_asks_and_never_deletes_the_run_folder(useless, tmp_path):
     assert not check_files(rejected)  # its run folder and adapter are all still there
 
 
+def test_path_and_json_typed_before_the_command_are_kept(useless, tmp_path):
+    """`--path R promote|rollback|remove` acts on R, not on ./adapters of the folder it was typed in."""
+    registry = tmp_path / "adapters-elsewhere"
+    shutil.copytree(useless["registry"], registry)
+    here = tmp_path / "cwd"  # where a dropped --path would send it: an empty folder, so a slip shows as "no adapter"
+    here.mkdir()
+    reg = Registry(registry)
+    first, rejected = reg.active()["id"], useless["run"].summary["adapter"]["id"]
+
+    def first_cli(*args: str) -> subprocess.CompletedProcess:
+        env = lorapod_env(PYTHONPATH=str(REPO))
+        return subprocess.run([PYTHON, "-m", "engine.adapters", "--path", str(registry), *args], cwd=here,
+                              capture_output=True, text=True, env=env, timeout=120)
+
+    listed = first_cli("--json", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert [e["id"] for e in json.loads(listed.stdout)] == [e["id"] for e in reg.entries()]
+    promoted = first_cli("promote", rejected)
+    assert promoted.returncode == 0, promoted.stderr
+    assert reg.active()["id"] == rejected
+    back = first_cli("rollback")
+    assert back.returncode == 0, back.stderr
+    assert reg.active()["id"] == first and reg.get(rejected)["status"] == "rolled_back"
+    removed = first_cli("remove", rejected, "--yes")
+    assert removed.returncode == 0, removed.stderr
+    assert [e["id"] for e in reg.entries()] == [first]
+    assert not (here / "adapters").exists()
+
+
 def test_list_and_show_for_people_and_json_for_scripts(useless):
     registry = useless["registry"]
     reg = Registry(registry)
