@@ -90,6 +90,27 @@ def test_a_useless_run_is_rejected_and_the_active_adapter_stays(useless, default
     assert registry.get(adapter["id"])["status"] == "rejected"
 
 
+def test_a_smoke_run_on_another_base_model_leaves_the_user_s_active_adapter_alone(default_run, tmp_path):
+    """The README's quick start (`python run.py`: tiny random model, sample memories) after a real Qwen3 adapter:
+    registered, not activated; the Qwen3 one stays active (and so stays what export.metahuman installs)."""
+    registry = tmp_path / "adapters"
+    shutil.copytree(default_registry(default_run), registry)
+    reg = Registry(registry)
+    theirs = reg.active()
+    theirs["base_model"] = dict(QWEN)  # as a `gpu=rtx5090 model=qwen3_8b` run would have registered it
+    theirs["dataset"]["eval_sha256"] = "f" * 64  # their own memories: another eval split, so losses do not compare
+    reg.put(theirs)
+
+    run = run_lorapod(f"registry.path={registry}", run_dir=tmp_path / "run")
+    assert run.proc.returncode == 0, run.output  # not activated is not failed
+    adapter = run.summary["adapter"]
+    assert adapter["status"] == "rejected", adapter
+    assert f"a different base model than the active adapter {theirs['id']}'s (unsloth/Qwen3-8B (hub))" in \
+        adapter["reason"] and "promote it by hand" in adapter["reason"]
+    assert reg.active()["id"] == theirs["id"] and reg.get(theirs["id"])["history"] == theirs["history"]
+    assert reg.get(adapter["id"])["history"][-1]["action"] == "rejected"
+
+
 def test_install_copies_the_active_adapter_and_touches_nothing_else(useless, default_run):
     run, root = useless["run"], useless["root"]
     assert run.stage_status("install") == "succeeded", run.output
@@ -223,8 +244,13 @@ def test_metahuman_install_without_a_root_is_a_config_error(run_dir):
 
 
 # The gate's rules on their own: the numbers decide, each rejection says which.
-def entry(before, after, eval_sha="e1", id="new"):
-    return {"id": id, "eval_loss_before": before, "eval_loss_after": after, "dataset": {"eval_sha256": eval_sha}}
+TINY = {"name": "tiny", "id": None, "source": "random"}
+QWEN = {"name": "qwen3_8b", "id": "unsloth/Qwen3-8B", "source": "hub"}
+
+
+def entry(before, after, eval_sha="e1", id="new", base_model=TINY):
+    return {"id": id, "eval_loss_before": before, "eval_loss_after": after, "dataset": {"eval_sha256": eval_sha},
+            "base_model": base_model}
 
 
 @pytest.mark.parametrize("before, after, active, passes, words", [
@@ -236,6 +262,11 @@ def entry(before, after, eval_sha="e1", id="new"):
     (3.0, 2.5, entry(3.0, 2.4, id="old"), False, "worse than the active adapter old's 2.4000 on the same eval split"),
     (3.0, 2.5, entry(3.0, 2.6, id="old"), True, "not worse than old's"),
     (3.0, 2.5, entry(3.0, 2.0, eval_sha="e2", id="old"), True, "improved by 0.5000"),  # other split: not compared
+    # another base model never replaces the active adapter by itself, however much it learnt
+    (3.0, 1.0, {**entry(3.0, 2.9, eval_sha="e2", id="old"), "base_model": QWEN}, False,
+     "a different base model than the active adapter old's (unsloth/Qwen3-8B (hub)): promote it by hand"),
+    (3.0, 1.0, {**entry(3.0, 2.9, id="old"), "base_model": QWEN}, False, "a different base model"),
+    (3.0, 2.995, {**entry(3.0, 2.9, id="old"), "base_model": QWEN}, False, "less than gate.min_improvement"),
 ])
 def test_the_gate(before, after, active, passes, words):
     ok, reason = gate.decide(entry(before, after), active, 0.01)
@@ -314,3 +345,18 @@ def test_install_brings_the_run_s_export_files_along_and_refuses_a_changed_adapt
     with pytest.raises(StageError, match="changed since it was registered"):
         install(entry, tmp_path / "mh2")
     assert not (tmp_path / "mh2").exists()
+
+
+def test_every_benchmark_that_registers_an_adapter_uses_a_registry_of_its_own():
+    """A benchmark's tiny or 0.6B adapter must not become (or retire) the user's active adapter in ./adapters.
+    A script that runs run.py beyond pipeline=prepare (no register stage) or --help/--cfg must set registry.path."""
+    offenders = []
+    no_stage = {"bench_startup.py"}  # runs run.py only with --help and --cfg job (import_profile's *args): no stage
+    for script in sorted(p for p in (REPO / "bench").glob("*.py") if p.name not in no_stage):
+        text = script.read_text()
+        calls = [m.group(0) for m in re.finditer(r'\[[^\[\]]*"run\.py"[^\]]*\]', text)]
+        registers = [c for c in calls if not any(w in c for w in ("pipeline=prepare", '"--help"', '"--cfg"'))]
+        if registers and "registry.path=" not in text:
+            offenders.append(script.name)
+    assert not offenders, offenders
+    assert "registry.path=" in (REPO / "bench" / "bench_run.py").read_text()  # the check sees what it must see
