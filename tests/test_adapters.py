@@ -360,3 +360,65 @@ def test_every_benchmark_that_registers_an_adapter_uses_a_registry_of_its_own():
             offenders.append(script.name)
     assert not offenders, offenders
     assert "registry.path=" in (REPO / "bench" / "bench_run.py").read_text()  # the check sees what it must see
+
+
+def _compose(*overrides: str):
+    from engine.compose import jobs
+
+    return jobs(list(overrides), multirun=False)[0][1]
+
+
+def _fake_entry(tmp_path: Path) -> dict:
+    """A record whose adapter files exist and match (what install checks); the training is not what is tested."""
+    run_dir = tmp_path / "run"
+    (run_dir / "adapter").mkdir(parents=True)
+    (run_dir / "adapter" / "adapter_model.safetensors").write_bytes(b"weights")
+    file = run_dir / "adapter" / "adapter_model.safetensors"
+    return {"id": "20260101-000000-0001", "run_dir": str(run_dir),
+            "files": {"adapter/adapter_model.safetensors": {"sha256": sha256_file(file), "bytes": file.stat().st_size}}}
+
+
+def test_a_dataset_path_into_the_episodic_tree_installs_at_the_root_not_among_the_memories(tmp_path):
+    from stages.install import Install, metahuman_root
+
+    tree = Tree(tmp_path / "metahuman")
+    tree.add()
+    episodic = tree.root / "memory" / "episodic"
+    cfg = _compose("dataset=metahuman", f"dataset.path={episodic}", "dataset.persona.name=Alex",
+                   "export.metahuman=true")
+    assert Install.check_config(cfg) == []
+    assert metahuman_root(cfg) == tree.root  # the root persona.json is read from, too
+    before = snapshot(episodic)
+    dest = install(_fake_entry(tmp_path), metahuman_root(cfg))
+    assert dest.parent == tree.root / "out" / "adapters"
+    assert snapshot(episodic) == before
+
+
+@pytest.mark.parametrize("key", ["export.metahuman_root", "dataset.path"])
+def test_an_install_root_inside_an_episodic_folder_is_refused_before_anything_runs(tmp_path, key):
+    from engine.errors import StageError
+    from stages.install import Install
+
+    tree = Tree(tmp_path / "metahuman")
+    tree.add(layout="new")
+    inside = tree.root / "profiles" / "alex" / "memory" / "episodic"  # an episodic folder not under <root>/memory
+    if key == "dataset.path":  # curation reads any folder named episodic whole; the install may not go there
+        inside = tmp_path / "episodic"
+        shutil.copytree(tree.root / "profiles" / "alex" / "memory" / "episodic", inside)
+        overrides = [f"dataset.path={inside}"]
+    else:
+        overrides = [f"dataset.path={tree.root}", f"export.metahuman_root={inside / '2025'}"]
+    cfg = _compose("dataset=metahuman", *overrides, "dataset.persona.name=Alex", "export.metahuman=true")
+    problems = Install.check_config(cfg)
+    assert len(problems) == 1 and problems[0][0] == key, problems
+    assert "is inside the episodic memory folder" in problems[0][1] and "export.metahuman_root" in problems[0][1]
+    before = snapshot(inside)
+    with pytest.raises(StageError, match="inside the episodic memory folder"):
+        install(_fake_entry(tmp_path), inside)
+    assert snapshot(inside) == before
+
+    run = run_lorapod("dataset=metahuman", *overrides, "dataset.persona.name=Alex", "export.metahuman=true",
+                      run_dir=tmp_path / "run-refused")
+    assert run.proc.returncode == 2, run.output
+    assert f"{key}: " in run.output and "inside the episodic memory folder" in run.output
+    assert run.state["pod"] is None and snapshot(inside) == before
