@@ -116,6 +116,7 @@ def test_install_copies_the_active_adapter_and_touches_nothing_else(useless, def
     assert run.stage_status("install") == "succeeded", run.output
     active = Registry(useless["registry"]).active()
     installed = run.state["outputs"]["install"]
+    assert run.summary["install"] == installed  # where it went, in the file people and scripts read
     assert installed["id"] == active["id"] == default_run.summary["adapter"]["id"]  # the active one, not this run's
     dest = Path(installed["path"])
     assert dest.parent == root / "out" / "adapters" and re.fullmatch(r"\d{4}-\d\d-\d\d", dest.name), dest
@@ -422,3 +423,17 @@ def test_an_install_root_inside_an_episodic_folder_is_refused_before_anything_ru
     assert run.proc.returncode == 2, run.output
     assert f"{key}: " in run.output and "inside the episodic memory folder" in run.output
     assert run.state["pod"] is None and snapshot(inside) == before
+
+
+@pytest.mark.parametrize("content", ['{"id": "20260101-000000-0001", "status": "act', '["not", "a", "record"]'])
+def test_a_corrupt_record_is_named_not_a_traceback(tmp_path, content):
+    registry = tmp_path / "adapters"
+    registry.mkdir()
+    record = registry / "20260101-000000-0001.json"
+    record.write_text(content)  # a record cut short (a full disk, a hand edit) or something else entirely
+    for args in (("show", record.stem), ("promote", record.stem), ("remove", record.stem, "--yes")):
+        done = cli(*args, registry=registry)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "Traceback" not in done.stderr and f"error: {record} is not a " in done.stderr, done.stderr
+        assert "restore it from a backup, or move it out of the folder" in done.stderr
+    assert record.read_text() == content  # nothing rewritten or removed
