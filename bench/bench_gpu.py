@@ -200,7 +200,7 @@ def orchestrated(args, dataset_args: list[str], work: Path) -> dict:
     """`python run.py provider=local` on this machine with the same Unsloth training: run-summary.json's stages."""
     run_dir = work / "orchestrated"
     cmd = [args.orchestrator_python, "run.py", *overrides(args, "unsloth"), f"remote.python={sys.executable}",
-           *dataset_args, f"hydra.run.dir={run_dir}"]
+           *dataset_args, f"hydra.run.dir={run_dir}", f"registry.path={work / 'adapters'}"]  # never ./adapters
     started = time.perf_counter()
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - started

@@ -26,7 +26,7 @@ def one_run(emu: RunPodEmulator, work: Path, n: int) -> dict:
     cmd = [sys.executable, "run.py", "gpu=rtx5090", f"provider.api_url={emu.url}", f"remote.workdir={work / 'pod'}",
            f"remote.python={sys.executable}", "build.skip=true", "train.max_steps=10",
            "train.batch_size=4", "train.grad_accum=1",  # the CPU's steps, not the RTX 5090 presets
-           f"hydra.run.dir={run_dir}"]
+           f"hydra.run.dir={run_dir}", f"registry.path={work / 'adapters'}"]  # never ./adapters
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_")}
     env["RUNPOD_API_KEY"] = emu.api_key
     subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True)

@@ -46,13 +46,19 @@ class Persona:
                 "name_from": self.name_from, "style_from": self.style_from}
 
 
+def metahuman_root(path: Path) -> Path:
+    """The MetaHuman OS root a dataset.path names: the path itself, or <root> when it points into the tree at
+    <root>/memory/episodic (which curation/sources.py reads whole). stages/install.py installs under the same root."""
+    if path.name == "episodic" and path.parent.name == "memory":
+        return path.parent.parent
+    return path
+
+
 def core_path(source: str, path: str | None, user: str | None) -> Path | None:
     """Where a MetaHuman OS root keeps the persona; None for sources that have none (jsonl)."""
     if source == "jsonl":
         return None
-    root = root_of(source, path)
-    if root.name == "episodic" and root.parent.name == "memory":  # dataset.path points into the tree
-        root = root.parent.parent
+    root = metahuman_root(root_of(source, path))
     return (root / "profiles" / user if user else root) / "persona" / "core.json"
 
 

@@ -44,6 +44,15 @@ MACHINE_KEYS = {
     "dataset.user": "the profile exists in the memory folder of the machine that trains",
     "provider.key_path": "the SSH key exists on the machine that runs lorapod",
     "provider.python": "the interpreter exists on the machine that runs lorapod",
+    "export.metahuman_root": "the MetaHuman OS folder exists on the machine that trains",
+    "export.ollama_create": "Ollama is installed on the machine that runs lorapod",
+}
+# Keys with rules of both kinds: only a problem with these words is the machine's; the others are the file's
+# (a dataset.path inside an episodic folder, export.ollama_create without export.ollama).
+MACHINE_WORDS = {
+    "dataset.path": "must be an existing",  # engine/validate.py
+    "export.metahuman_root": "is not a folder",  # stages/install.py
+    "export.ollama_create": "ollama command on PATH",  # stages/export.py
 }
 
 
@@ -88,11 +97,12 @@ def _origin(key: str, path: Path, point: list[str], choices) -> str:
     return f"{_rel(path)} -> conf/{group}/{choice}.yaml" if choice else str(_rel(path))
 
 
-def _machine(key: str, task: DictConfig) -> str | None:
+def _machine(key: str, problem: str, task: DictConfig) -> str | None:
     """Why a problem is this machine's, not the file's; None when it is the file's."""
     if key.split(".", 1)[0] not in task:
         return "an environment variable of the machine that runs lorapod"
-    if key in MACHINE_KEYS and OmegaConf.select(task, key, default=None, throw_on_missing=False) not in (None, ""):
+    if key in MACHINE_KEYS and OmegaConf.select(task, key, default=None, throw_on_missing=False) not in (None, "") \
+            and MACHINE_WORDS.get(key, "") in problem:
         return MACHINE_KEYS[key]
     return None
 
@@ -131,7 +141,7 @@ def check_one(path: Path, strict: bool = False) -> Report:
             job = f" [job {swept}]" if len(composed) > 1 else ""
             for problem in exc.problems:
                 key = problem.split(":", 1)[0]
-                why = None if strict else _machine(key, task)
+                why = None if strict else _machine(key, problem, task)
                 line = f"{_origin(key, path, point, cfg.hydra.runtime.choices)}: {problem}{job}"
                 if why:
                     line += f" (a fact of this machine, not of the file: {why})"

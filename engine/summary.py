@@ -45,6 +45,7 @@ def build(ctx: RunContext) -> dict:
         "preflight": state.outputs.get("preflight"),  # pipeline=preflight: one {check, status, detail} per line
         "adapter": state.outputs.get("adapter"),  # register: {id, status (active/rejected), reason, registry}
         "export": state.outputs.get("export"),  # export.ollama: the Modelfile, its FROM and ADAPTER, the Ollama name
+        "install": state.outputs.get("install"),  # export.metahuman: {id, path} of the adapter put into MetaHuman OS
         "metrics": {k: result.get(k) for k in ("train_loss", "eval_loss_before", "eval_loss_after", "steps")}
         if result else None,
         "paths": {

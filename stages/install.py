@@ -1,6 +1,10 @@
 """install: with export.metahuman=true, copy the ACTIVE adapter from the registry to where MetaHuman OS looks for
 it: <root>/out/adapters/<YYYY-MM-DD>/adapter/, plus its run folder's export/ files (Modelfile, GGUF adapter) next
-to adapter/. The root is export.metahuman_root, or dataset.path when dataset.source is metahuman.
+to adapter/. The root is export.metahuman_root, or dataset.path when dataset.source is metahuman (a dataset.path
+that points into the tree at <root>/memory/episodic means <root>, as for the persona: curation/persona.py).
+
+Nothing is ever installed inside an episodic folder: the next prepare would read the adapter's files there as
+memories. A root that is, or lies under, a folder named `episodic` is refused before anything runs.
 
 This is the only write into the MetaHuman OS tree, and only when asked. Everything is copied into a hidden
 staging folder beside the destination, checked against the registered sha256, and renamed into place, so
@@ -19,6 +23,7 @@ from pathlib import Path
 from loguru import logger
 from omegaconf import OmegaConf
 
+from curation.persona import metahuman_root as persona_root
 from engine.adapters.store import Registry, check_files, utc_now
 from engine.context import RunContext
 from engine.errors import StageError
@@ -28,12 +33,29 @@ from engine.stage import BaseStage
 MARKER = "lorapod-install.json"  # in <date>/: which adapter this is, so a second install can tell
 
 
-def metahuman_root(cfg) -> str | None:
-    root = cfg.export.get("metahuman_root")
-    if root:
-        return str(root)
+def root_key(cfg) -> str | None:
+    """The config key the install root comes from: export.metahuman_root, else dataset.path (dataset=metahuman)."""
+    if cfg.export.get("metahuman_root"):
+        return "export.metahuman_root"
     if cfg.dataset.get("source") == "metahuman" and not OmegaConf.is_missing(cfg.dataset, "path") and cfg.dataset.path:
-        return str(cfg.dataset.path)
+        return "dataset.path"
+    return None
+
+
+def metahuman_root(cfg) -> Path | None:
+    key = root_key(cfg)
+    if key is None:
+        return None
+    root = Path(os.path.expanduser(str(OmegaConf.select(cfg, key))))
+    return persona_root(root) if key == "dataset.path" else root
+
+
+def episodic_above(path: Path) -> Path | None:
+    """The folder named `episodic` that path is, or lies in (as written, and with its links resolved); None if none."""
+    for candidate in (path.absolute(), path.resolve()):
+        for folder in (candidate, *candidate.parents):
+            if folder.name == "episodic":
+                return folder
     return None
 
 
@@ -42,13 +64,20 @@ class Install(BaseStage):
     def check_config(cfg) -> list[tuple[str, str]]:
         if not cfg.export.get("metahuman"):
             return []
-        root = metahuman_root(cfg)
+        key, root = root_key(cfg), metahuman_root(cfg)
         if root is None:
+            if cfg.dataset.get("source") == "metahuman":
+                return []  # dataset.path is unset: engine/validate.py names that key, and it is the root
             return [("export.metahuman_root", "is required with export.metahuman=true unless dataset=metahuman "
                      "(then dataset.path is the root): the MetaHuman OS folder to install into")]
-        if not Path(root).expanduser().is_dir():
-            return [("export.metahuman_root", f"{root} is not a folder: point it at your MetaHuman OS root")]
-        return []
+        episodic = episodic_above(root)
+        if episodic is not None:
+            return [(key, f"{root} is inside the episodic memory folder {episodic}: export.metahuman would install "
+                     "the adapter there and the next prepare would read it as memories; set export.metahuman_root "
+                     "to the MetaHuman OS root (the folder that holds memory/ and out/)")]
+        if key == "export.metahuman_root" and not root.is_dir():
+            return [(key, f"{root} is not a folder: point it at your MetaHuman OS root")]
+        return []  # a dataset.path that is no folder: engine/validate.py reports it under dataset.path
 
     def run(self, ctx: RunContext) -> None:
         if not ctx.cfg.export.get("metahuman"):
@@ -60,7 +89,7 @@ class Install(BaseStage):
                 logger.warning(f"export.metahuman: no adapter is active in {registry.path}, nothing installed")
                 ctx.state.outputs["install"] = None
                 return
-            dest = install(entry, Path(metahuman_root(ctx.cfg)).expanduser())
+            dest = install(entry, metahuman_root(ctx.cfg))
         ctx.state.outputs["install"] = {"id": entry["id"], "path": str(dest)}
 
 
@@ -77,6 +106,11 @@ def _sources(entry: dict) -> dict[str, tuple[Path, str]]:
 
 def install(entry: dict, root: Path) -> Path:
     """Copy `entry` under root/out/adapters/<date>[-n]/; returns that folder."""
+    episodic = episodic_above(root)
+    if episodic is not None:  # check_config refuses this before the run; a direct caller gets the same answer
+        raise StageError(f"will not install into {root}: it is inside the episodic memory folder {episodic}, and the "
+                         "next prepare would read the adapter's files as memories",
+                         "set export.metahuman_root to the MetaHuman OS root (the folder that holds memory/ and out/)")
     problems = check_files(entry)
     if problems:
         raise StageError(f"the active adapter {entry['id']} cannot be installed: " + "; ".join(problems[:5]),

@@ -90,11 +90,33 @@ def test_a_useless_run_is_rejected_and_the_active_adapter_stays(useless, default
     assert registry.get(adapter["id"])["status"] == "rejected"
 
 
+def test_a_smoke_run_on_another_base_model_leaves_the_user_s_active_adapter_alone(default_run, tmp_path):
+    """The README's quick start (`python run.py`: tiny random model, sample memories) after a real Qwen3 adapter:
+    registered, not activated; the Qwen3 one stays active (and so stays what export.metahuman installs)."""
+    registry = tmp_path / "adapters"
+    shutil.copytree(default_registry(default_run), registry)
+    reg = Registry(registry)
+    theirs = reg.active()
+    theirs["base_model"] = dict(QWEN)  # as a `gpu=rtx5090 model=qwen3_8b` run would have registered it
+    theirs["dataset"]["eval_sha256"] = "f" * 64  # their own memories: another eval split, so losses do not compare
+    reg.put(theirs)
+
+    run = run_lorapod(f"registry.path={registry}", run_dir=tmp_path / "run")
+    assert run.proc.returncode == 0, run.output  # not activated is not failed
+    adapter = run.summary["adapter"]
+    assert adapter["status"] == "rejected", adapter
+    assert f"a different base model than the active adapter {theirs['id']}'s (unsloth/Qwen3-8B (hub))" in \
+        adapter["reason"] and "promote it by hand" in adapter["reason"]
+    assert reg.active()["id"] == theirs["id"] and reg.get(theirs["id"])["history"] == theirs["history"]
+    assert reg.get(adapter["id"])["history"][-1]["action"] == "rejected"
+
+
 def test_install_copies_the_active_adapter_and_touches_nothing_else(useless, default_run):
     run, root = useless["run"], useless["root"]
     assert run.stage_status("install") == "succeeded", run.output
     active = Registry(useless["registry"]).active()
     installed = run.state["outputs"]["install"]
+    assert run.summary["install"] == installed  # where it went, in the file people and scripts read
     assert installed["id"] == active["id"] == default_run.summary["adapter"]["id"]  # the active one, not this run's
     dest = Path(installed["path"])
     assert dest.parent == root / "out" / "adapters" and re.fullmatch(r"\d{4}-\d\d-\d\d", dest.name), dest
@@ -165,6 +187,35 @@ def test_remove_asks_and_never_deletes_the_run_folder(useless, tmp_path):
     assert not check_files(rejected)  # its run folder and adapter are all still there
 
 
+def test_path_and_json_typed_before_the_command_are_kept(useless, tmp_path):
+    """`--path R promote|rollback|remove` acts on R, not on ./adapters of the folder it was typed in."""
+    registry = tmp_path / "adapters-elsewhere"
+    shutil.copytree(useless["registry"], registry)
+    here = tmp_path / "cwd"  # where a dropped --path would send it: an empty folder, so a slip shows as "no adapter"
+    here.mkdir()
+    reg = Registry(registry)
+    first, rejected = reg.active()["id"], useless["run"].summary["adapter"]["id"]
+
+    def first_cli(*args: str) -> subprocess.CompletedProcess:
+        env = lorapod_env(PYTHONPATH=str(REPO))
+        return subprocess.run([PYTHON, "-m", "engine.adapters", "--path", str(registry), *args], cwd=here,
+                              capture_output=True, text=True, env=env, timeout=120)
+
+    listed = first_cli("--json", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert [e["id"] for e in json.loads(listed.stdout)] == [e["id"] for e in reg.entries()]
+    promoted = first_cli("promote", rejected)
+    assert promoted.returncode == 0, promoted.stderr
+    assert reg.active()["id"] == rejected
+    back = first_cli("rollback")
+    assert back.returncode == 0, back.stderr
+    assert reg.active()["id"] == first and reg.get(rejected)["status"] == "rolled_back"
+    removed = first_cli("remove", rejected, "--yes")
+    assert removed.returncode == 0, removed.stderr
+    assert [e["id"] for e in reg.entries()] == [first]
+    assert not (here / "adapters").exists()
+
+
 def test_list_and_show_for_people_and_json_for_scripts(useless):
     registry = useless["registry"]
     reg = Registry(registry)
@@ -194,8 +245,13 @@ def test_metahuman_install_without_a_root_is_a_config_error(run_dir):
 
 
 # The gate's rules on their own: the numbers decide, each rejection says which.
-def entry(before, after, eval_sha="e1", id="new"):
-    return {"id": id, "eval_loss_before": before, "eval_loss_after": after, "dataset": {"eval_sha256": eval_sha}}
+TINY = {"name": "tiny", "id": None, "source": "random"}
+QWEN = {"name": "qwen3_8b", "id": "unsloth/Qwen3-8B", "source": "hub"}
+
+
+def entry(before, after, eval_sha="e1", id="new", base_model=TINY):
+    return {"id": id, "eval_loss_before": before, "eval_loss_after": after, "dataset": {"eval_sha256": eval_sha},
+            "base_model": base_model}
 
 
 @pytest.mark.parametrize("before, after, active, passes, words", [
@@ -207,6 +263,11 @@ def entry(before, after, eval_sha="e1", id="new"):
     (3.0, 2.5, entry(3.0, 2.4, id="old"), False, "worse than the active adapter old's 2.4000 on the same eval split"),
     (3.0, 2.5, entry(3.0, 2.6, id="old"), True, "not worse than old's"),
     (3.0, 2.5, entry(3.0, 2.0, eval_sha="e2", id="old"), True, "improved by 0.5000"),  # other split: not compared
+    # another base model never replaces the active adapter by itself, however much it learnt
+    (3.0, 1.0, {**entry(3.0, 2.9, eval_sha="e2", id="old"), "base_model": QWEN}, False,
+     "a different base model than the active adapter old's (unsloth/Qwen3-8B (hub)): promote it by hand"),
+    (3.0, 1.0, {**entry(3.0, 2.9, id="old"), "base_model": QWEN}, False, "a different base model"),
+    (3.0, 2.995, {**entry(3.0, 2.9, id="old"), "base_model": QWEN}, False, "less than gate.min_improvement"),
 ])
 def test_the_gate(before, after, active, passes, words):
     ok, reason = gate.decide(entry(before, after), active, 0.01)
@@ -285,3 +346,94 @@ def test_install_brings_the_run_s_export_files_along_and_refuses_a_changed_adapt
     with pytest.raises(StageError, match="changed since it was registered"):
         install(entry, tmp_path / "mh2")
     assert not (tmp_path / "mh2").exists()
+
+
+def test_every_benchmark_that_registers_an_adapter_uses_a_registry_of_its_own():
+    """A benchmark's tiny or 0.6B adapter must not become (or retire) the user's active adapter in ./adapters.
+    A script that runs run.py beyond pipeline=prepare (no register stage) or --help/--cfg must set registry.path."""
+    offenders = []
+    no_stage = {"bench_startup.py"}  # runs run.py only with --help and --cfg job (import_profile's *args): no stage
+    for script in sorted(p for p in (REPO / "bench").glob("*.py") if p.name not in no_stage):
+        text = script.read_text()
+        calls = [m.group(0) for m in re.finditer(r'\[[^\[\]]*"run\.py"[^\]]*\]', text)]
+        registers = [c for c in calls if not any(w in c for w in ("pipeline=prepare", '"--help"', '"--cfg"'))]
+        if registers and "registry.path=" not in text:
+            offenders.append(script.name)
+    assert not offenders, offenders
+    assert "registry.path=" in (REPO / "bench" / "bench_run.py").read_text()  # the check sees what it must see
+
+
+def _compose(*overrides: str):
+    from engine.compose import jobs
+
+    return jobs(list(overrides), multirun=False)[0][1]
+
+
+def _fake_entry(tmp_path: Path) -> dict:
+    """A record whose adapter files exist and match (what install checks); the training is not what is tested."""
+    run_dir = tmp_path / "run"
+    (run_dir / "adapter").mkdir(parents=True)
+    (run_dir / "adapter" / "adapter_model.safetensors").write_bytes(b"weights")
+    file = run_dir / "adapter" / "adapter_model.safetensors"
+    return {"id": "20260101-000000-0001", "run_dir": str(run_dir),
+            "files": {"adapter/adapter_model.safetensors": {"sha256": sha256_file(file), "bytes": file.stat().st_size}}}
+
+
+def test_a_dataset_path_into_the_episodic_tree_installs_at_the_root_not_among_the_memories(tmp_path):
+    from stages.install import Install, metahuman_root
+
+    tree = Tree(tmp_path / "metahuman")
+    tree.add()
+    episodic = tree.root / "memory" / "episodic"
+    cfg = _compose("dataset=metahuman", f"dataset.path={episodic}", "dataset.persona.name=Alex",
+                   "export.metahuman=true")
+    assert Install.check_config(cfg) == []
+    assert metahuman_root(cfg) == tree.root  # the root persona.json is read from, too
+    before = snapshot(episodic)
+    dest = install(_fake_entry(tmp_path), metahuman_root(cfg))
+    assert dest.parent == tree.root / "out" / "adapters"
+    assert snapshot(episodic) == before
+
+
+@pytest.mark.parametrize("key", ["export.metahuman_root", "dataset.path"])
+def test_an_install_root_inside_an_episodic_folder_is_refused_before_anything_runs(tmp_path, key):
+    from engine.errors import StageError
+    from stages.install import Install
+
+    tree = Tree(tmp_path / "metahuman")
+    tree.add(layout="new")
+    inside = tree.root / "profiles" / "alex" / "memory" / "episodic"  # an episodic folder not under <root>/memory
+    if key == "dataset.path":  # curation reads any folder named episodic whole; the install may not go there
+        inside = tmp_path / "episodic"
+        shutil.copytree(tree.root / "profiles" / "alex" / "memory" / "episodic", inside)
+        overrides = [f"dataset.path={inside}"]
+    else:
+        overrides = [f"dataset.path={tree.root}", f"export.metahuman_root={inside / '2025'}"]
+    cfg = _compose("dataset=metahuman", *overrides, "dataset.persona.name=Alex", "export.metahuman=true")
+    problems = Install.check_config(cfg)
+    assert len(problems) == 1 and problems[0][0] == key, problems
+    assert "is inside the episodic memory folder" in problems[0][1] and "export.metahuman_root" in problems[0][1]
+    before = snapshot(inside)
+    with pytest.raises(StageError, match="inside the episodic memory folder"):
+        install(_fake_entry(tmp_path), inside)
+    assert snapshot(inside) == before
+
+    run = run_lorapod("dataset=metahuman", *overrides, "dataset.persona.name=Alex", "export.metahuman=true",
+                      run_dir=tmp_path / "run-refused")
+    assert run.proc.returncode == 2, run.output
+    assert f"{key}: " in run.output and "inside the episodic memory folder" in run.output
+    assert run.state["pod"] is None and snapshot(inside) == before
+
+
+@pytest.mark.parametrize("content", ['{"id": "20260101-000000-0001", "status": "act', '["not", "a", "record"]'])
+def test_a_corrupt_record_is_named_not_a_traceback(tmp_path, content):
+    registry = tmp_path / "adapters"
+    registry.mkdir()
+    record = registry / "20260101-000000-0001.json"
+    record.write_text(content)  # a record cut short (a full disk, a hand edit) or something else entirely
+    for args in (("show", record.stem), ("promote", record.stem), ("remove", record.stem, "--yes")):
+        done = cli(*args, registry=registry)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "Traceback" not in done.stderr and f"error: {record} is not a " in done.stderr, done.stderr
+        assert "restore it from a backup, or move it out of the folder" in done.stderr
+    assert record.read_text() == content  # nothing rewritten or removed

@@ -61,13 +61,22 @@ def _confirm(question: str, yes: bool) -> bool:
     return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
 
 
-def parser() -> argparse.ArgumentParser:
+def _common(default) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--path", default=RegistryConfig.path,
-                        help="the registry folder (default: %(default)s, relative to the current folder)")
-    common.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
+    common.add_argument("--path", default=RegistryConfig.path if default is None else default,
+                        help=f"the registry folder (default: {RegistryConfig.path}, relative to the current folder)")
+    common.add_argument("--json", action="store_true", default=False if default is None else default,
+                        help="print JSON for scripts instead of a table")
+    return common
+
+
+def parser() -> argparse.ArgumentParser:
+    # --path and --json may stand before or after the subcommand. The subcommands' copies default to SUPPRESS:
+    # a real default there would overwrite what was typed before the subcommand (argparse fills a subparser's
+    # defaults into the same namespace after the top level parsed), and `--path R rollback` would act on ./adapters.
     p = argparse.ArgumentParser(prog="python -m engine.adapters", description=__doc__.split("\n\n")[1],
-                                parents=[common])
+                                parents=[_common(None)])
+    common = _common(argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", parents=[common], help="every adapter, oldest first; * marks the active one")
     sub.add_parser("show", parents=[common], help="one adapter in full").add_argument("id")

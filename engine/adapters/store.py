@@ -83,7 +83,17 @@ class Registry:
         if not file.exists():
             raise RegistryError(f"no adapter {adapter_id} in {self.path}",
                                 f"`python -m engine.adapters list --path {self.path}` shows what it holds")
-        return json.loads(file.read_text(encoding="utf-8"))
+        try:
+            entry = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RegistryError(f"{file} is not a readable registry record ({type(exc).__name__}: {exc})",
+                                "restore it from a backup, or move it out of the folder: `list` skips files that "
+                                "are not records, and the run folder it named is untouched") from exc
+        if not isinstance(entry, dict) or entry.get("id") != adapter_id:
+            holds = f"id {entry.get('id')!r}" if isinstance(entry, dict) else f"a JSON {type(entry).__name__}"
+            raise RegistryError(f"{file} is not a registry record of {adapter_id} (it holds {holds})",
+                                "restore it from a backup, or move it out of the folder")
+        return entry
 
     def put(self, entry: dict) -> None:
         file = self._file(entry["id"])

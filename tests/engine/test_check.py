@@ -123,3 +123,42 @@ def test_an_experiment_is_the_whole_command_and_a_sweep_file_runs_its_sweep(tmp_
         overrides = yaml.safe_load((job / ".hydra/overrides.yaml").read_text())
         points.add(tuple(sorted(o for o in overrides if o.startswith(("lora.r=", "train.learning_rate=")))))
     assert points == {(f"lora.r={r}", f"train.learning_rate={lr}") for r in (8, 16) for lr in ("0.0001", "0.0002")}
+
+
+def test_the_install_root_and_ollama_are_facts_of_the_machine_not_problems_of_the_file(conf, tmp_path):
+    """A reviewer's CI has no ~/metahuman and no ollama: an experiment that installs into MetaHuman OS and creates
+    the Ollama model passes with warnings, each under the key the file sets; --strict makes them problems."""
+    weekly = yaml.safe_load((conf / "experiment/alice_weekly.yaml").read_text())
+    weekly["export"] = {"ollama": True, "ollama_create": True, "metahuman": True}
+    (conf / "experiment/roundtrip.yaml").write_text("# @package _global_\n" + yaml.safe_dump(weekly))
+    elsewhere = dict(weekly, export={"metahuman": True, "metahuman_root": str(tmp_path / "no-such-root")})
+    (conf / "experiment/elsewhere.yaml").write_text("# @package _global_\n" + yaml.safe_dump(elsewhere))
+    (tmp_path / "bin").mkdir()  # a PATH without ollama, whatever this machine has
+    env = {k: v for k, v in lorapod_env(PATH=str(tmp_path / "bin")).items() if k != "LORAPOD_ALICE_MEMORIES"}
+    env["HOME"] = str(tmp_path)
+
+    done = check("--conf", "conf", "conf/experiment/roundtrip.yaml", "conf/experiment/elsewhere.yaml", cwd=tmp_path,
+                 env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    warnings = done.stdout.split("warning(s)")[1]
+    assert "roundtrip.yaml: export.ollama_create: needs the ollama command on PATH" in warnings
+    assert "elsewhere.yaml: export.metahuman_root: " in warnings and "no-such-root is not a folder" in warnings
+    assert "roundtrip.yaml: dataset.path: must be an existing folder" in warnings
+    assert "roundtrip.yaml: export.metahuman_root" not in done.stdout  # the root is dataset.path there: that key
+    strict = check("--strict", "--conf", "conf", "conf/experiment/roundtrip.yaml", cwd=tmp_path, env=env)
+    problems = strict.stdout.split("problem(s):")[1]
+    assert strict.returncode == 2 and "export.ollama_create: needs the ollama command" in problems
+
+
+def test_the_files_own_mistakes_on_those_keys_stay_problems(conf, tmp_path):
+    weekly = yaml.safe_load((conf / "experiment/alice_weekly.yaml").read_text())
+    weekly["export"] = {"ollama": False, "ollama_create": True, "metahuman": True,
+                        "metahuman_root": str(tmp_path / "metahuman" / "memory" / "episodic")}
+    (conf / "experiment/wrong.yaml").write_text("# @package _global_\n" + yaml.safe_dump(weekly))
+    env = {k: v for k, v in lorapod_env().items() if k != "LORAPOD_ALICE_MEMORIES"}
+    env["HOME"] = str(tmp_path)
+    done = check("--conf", "conf", "conf/experiment/wrong.yaml", cwd=tmp_path, env=env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    problems = done.stdout.split("problem(s):")[1]
+    assert "wrong.yaml: export.ollama_create: needs export.ollama=true" in problems
+    assert "wrong.yaml: export.metahuman_root: " in problems and "inside the episodic memory folder" in problems
