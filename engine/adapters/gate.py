@@ -6,15 +6,11 @@ than that one. Losses on different eval splits are not comparable, so then only 
 """
 from __future__ import annotations
 
-import math
+from functools import partial
 
+from engine.numbers import finite
 
-def _loss(value) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
+_loss = partial(finite, text=True)  # a record may have been edited by hand
 
 
 def decide(entry: dict, active: dict | None, min_improvement: float) -> tuple[bool, str]:
