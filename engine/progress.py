@@ -7,6 +7,8 @@ import time
 
 from loguru import logger
 
+from engine.numbers import finite
+
 
 def _clock(seconds: float) -> str:
     seconds = max(0, int(seconds))
@@ -21,14 +23,6 @@ def _count(value) -> int:
     return max(0, int(number)) if math.isfinite(number) else 0
 
 
-def _finite(value) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 class ProgressBar:
     def __init__(self, label: str = "train", width: int = 28, stream=None):
         self.label, self.width = label, width
@@ -41,7 +35,7 @@ class ProgressBar:
     def update(self, step, total, loss=None) -> str:
         """Draws whatever the pod sent: a step past the total, a total of 0, a NaN or missing loss, or a value
         that is not a number at all never raise (the numbers come from the pod)."""
-        step, total, loss = _count(step), _count(total), _finite(loss)
+        step, total, loss = _count(step), _count(total), finite(loss, text=True)
         now = time.monotonic()
         if self.first is None:
             self.first = (now, step)

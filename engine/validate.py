@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +27,8 @@ BACKENDS = ("auto", "unsloth", "transformers")
 MODEL_SOURCES = ("hub", "local", "random")
 DATASET_SOURCES = ("sample", "metahuman", "jsonl")
 REPORTERS = ("tensorboard", "mlflow", "wandb", "none")  # train.report_to: what train_unsloth.py passes on
+# Each tracker's packages, any one of which will do (as remote_image/train_unsloth.py's trackers() looks for them)
+TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "mlflow": ("mlflow",), "wandb": ("wandb",)}
 
 
 def _origin(cfg: DictConfig, key: str) -> str:
@@ -152,6 +155,35 @@ def _check_dataset(ds: DictConfig, need: Callable[[bool, str, str], None], missi
             need(False, key, "may only use the placeholders {name} and {date} (write {{ and }} for braces)")
 
 
+def _distribution(line: str) -> str | None:
+    """The normalised (PEP 503) project name a requirements line installs; None for a comment or an option."""
+    match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line.split("#", 1)[0])
+    return re.sub(r"[-_.]+", "-", match.group(1)).lower() if match else None
+
+
+def check_trackers(cfg: DictConfig, provider_cls) -> list[tuple[str, str]]:
+    """train.report_to against the pod's closure, before anything is rented: a tracker whose package the
+    closure lacks would stop the pod only after deploy and the closure's install, billed. Checked where the
+    pod's packages are known, i.e. the provider deploys an image and probe installs image.requirements into
+    it. With image.python or remote.python the image carries its own stack, which cannot be read from here:
+    the run is not refused, and train_unsloth.py still stops before training when the package is missing."""
+    wanted = [r for r in (cfg.train.get("report_to") or []) if r in TRACKER_PACKAGES]
+    requirements = closure.requirements_file(cfg)
+    if (not wanted or requirements is None or not requirements.is_file() or cfg.image.python
+            or cfg.remote.python or not getattr(provider_cls, "uses_image", False)):
+        return []
+    installed = {_distribution(line) for line in requirements.read_text(encoding="utf-8").splitlines()}
+    problems = []
+    for name in wanted:
+        packages = TRACKER_PACKAGES[name]
+        if not {re.sub(r"[-_.]+", "-", p).lower() for p in packages} & installed:
+            problems.append(("train.report_to", f"{name} needs the {packages[0]} package on the pod, and "
+                             f"{cfg.image.requirements} (image.requirements, what probe installs there) has none: "
+                             f"add {packages[0]}==<version> to that file (see remote_image/requirements.in for how "
+                             f"to regenerate it), or drop {name} from train.report_to"))
+    return problems
+
+
 def validate(cfg: DictConfig) -> None:
     problems: list[tuple[str, str]] = []
 
@@ -230,6 +262,8 @@ def validate(cfg: DictConfig) -> None:
             problems.append((key, rule))
         if not {"image", "image.python", "image.requirements"} & missing:
             problems.extend(closure.check_config(cfg, provider_cls))
+            if "train.report_to" not in {key for key, _ in problems}:
+                problems.extend(check_trackers(cfg, provider_cls))
 
     if problems:
         raise ConfigError(

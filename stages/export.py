@@ -38,8 +38,18 @@ def adapter_format(cfg, family: families.Family) -> str:
     return "safetensors" if family.safetensors_ok and cfg.model.source != "random" else "gguf"
 
 
+def _manifest(run_dir: Path) -> dict:
+    try:
+        manifest = json.loads((run_dir / "dataset" / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
 def trained_system_prompt(run_dir: Path, cfg) -> str | None:
-    """The system message the run's training examples carry; the config's when the dataset has none to read."""
+    """The system message the run's training examples carry; else the persona prepare resolved (manifest.json,
+    which for dataset=metahuman holds core.json's name and style); else the config's persona, resolved the way
+    prepare resolves it."""
     train = run_dir / "dataset" / "train.jsonl"
     if train.is_file():
         with open(train, encoding="utf-8") as fh:
@@ -49,18 +59,23 @@ def trained_system_prompt(run_dir: Path, cfg) -> str | None:
                 if message.get("role") == "system":
                     return message.get("content")
             return None  # trained without a system prompt: export none
-    persona = cfg.dataset.get("persona") if "dataset" in cfg else None
-    if persona and persona.get("name"):
-        return persona.system_prompt.format(name=persona.name)
-    return None
+    resolved = (_manifest(run_dir).get("persona") or {}).get("system_prompt")
+    if isinstance(resolved, str) and resolved.strip():
+        return resolved
+    if "dataset" not in cfg or not cfg.dataset.get("persona"):
+        return None
+    from curation.persona import resolve  # reads MetaHuman OS's core.json when the config names no persona
+    from engine.errors import LorapodError
+
+    try:
+        return resolve(cfg.dataset).system_prompt or None
+    except (LorapodError, KeyError, IndexError, ValueError, AttributeError):  # no name anywhere: export no SYSTEM line
+        return None
 
 
 def persona_name(run_dir: Path, cfg) -> str:
     """The persona the run used: manifest.json's resolved persona when prepare recorded one, else the config's."""
-    try:
-        manifest = json.loads((run_dir / "dataset" / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        manifest = {}
+    manifest = _manifest(run_dir)
     for found in ((manifest.get("persona") or {}).get("name"),
                   ((manifest.get("config") or {}).get("dataset") or {}).get("persona", {}).get("name")):
         if found:

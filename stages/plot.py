@@ -15,25 +15,18 @@ run(), with the Agg backend (no display), never on the run.py import path.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from loguru import logger
 
 from engine.context import RunContext
+from engine.numbers import finite
 from engine.stage import BaseStage
 from stages.train import EVENT_PREFIX
 
 FILENAME = "loss.png"
 SIZE_IN = (8.0, 4.5)  # figure size in inches; at DPI that is 800 x 450 pixels
 DPI = 100
-
-
-def _number(value) -> float | None:
-    # bool is an int: a `true` in a log is not a loss
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
 
 
 def _lines(path: Path):
@@ -53,9 +46,9 @@ def from_metrics(path: Path) -> tuple[dict[int, float], dict[int, float]]:
             continue
         if not isinstance(record, dict) or not isinstance(record.get("step"), int):
             continue
-        if (loss := _number(record.get("loss"))) is not None:
+        if (loss := finite(record.get("loss"))) is not None:
             train[record["step"]] = loss
-        if (loss := _number(record.get("eval_loss"))) is not None:
+        if (loss := finite(record.get("eval_loss"))) is not None:
             evals[record["step"]] = loss
     return train, evals
 
@@ -72,10 +65,10 @@ def from_train_log(path: Path) -> tuple[dict[int, float], dict[int, float]]:
         if not isinstance(event, dict):
             continue
         if event.get("event") == "step" and isinstance(event.get("step"), int):
-            if (loss := _number(event.get("loss"))) is not None:
+            if (loss := finite(event.get("loss"))) is not None:
                 train[event["step"]] = loss
         elif event.get("event") == "eval" and event.get("phase") in ("before", "after"):
-            if (loss := _number(event.get("eval_loss"))) is not None:
+            if (loss := finite(event.get("eval_loss"))) is not None:
                 phases[event["phase"]] = loss
     last = max(train, default=0)
     evals = {0 if phase == "before" else last: loss for phase, loss in phases.items()}
@@ -91,9 +84,9 @@ def from_result(path: Path) -> dict[int, float]:
         return {}
     steps = result.get("steps") if isinstance(result.get("steps"), int) else 0
     evals = {}
-    if (loss := _number(result.get("eval_loss_before"))) is not None:
+    if (loss := finite(result.get("eval_loss_before"))) is not None:
         evals[0] = loss
-    if (loss := _number(result.get("eval_loss_after"))) is not None:
+    if (loss := finite(result.get("eval_loss_after"))) is not None:
         evals[steps] = loss
     return evals
 
@@ -155,6 +148,10 @@ class Plot(BaseStage):
             draw(train, evals, path, f"{ctx.cfg.model.name} r={ctx.cfg.lora.r} — run {ctx.run_id}")
         except ImportError as exc:  # a picture is not worth failing a run that trained: say what to install
             logger.warning(f"no loss curve: {exc} (pip install matplotlib)")
+            return
+        except Exception as exc:  # nor is any other plotting or disk error: register/export must still run
+            path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+            logger.warning(f"no loss curve at {path}: {type(exc).__name__}: {exc}")
             return
         ctx.state.outputs["plot"] = str(path)
         logger.info(f"loss curve ({len(train)} train, {len(evals)} eval points from {source}): {path}")

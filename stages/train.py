@@ -24,6 +24,7 @@ from loguru import logger
 
 from engine.context import RunContext
 from engine.errors import ProviderError, StageError, TransportError
+from engine.numbers import finite
 from engine.pod_env import check_config as check_pod_env
 from engine.pod_env import launch_exports, private_dir_command, training_env
 from engine.progress import ProgressBar
@@ -163,13 +164,6 @@ POD_OUTPUT_IN_RUN_LOG = 8 * 1024 * 1024  # bytes of the pod's plain lines copied
 HOME_TRAIN_LOG_MAX = 1024 * 1024 * 1024  # bytes of train.log kept at home; the pod's own copy has the rest
 
 
-def _number(value) -> float | None:
-    """A JSON number as a float; None for anything else (null, a string, true: bool is an int to Python)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
-
-
 def _read_event(payload: str) -> tuple[dict | None, str | None]:
     """(event, None), or (None, what is wrong with it): the problem names a kind, so each kind is told once."""
     try:
@@ -183,7 +177,7 @@ def _read_event(payload: str) -> tuple[dict | None, str | None]:
         return None, "no \"event\" name"
     wanted = {"step": ("step", "total"), "start": (), "eval": ("eval_loss",), "done": ()}.get(kind, ())
     for key in wanted:
-        if _number(event.get(key)) is None:
+        if finite(event.get(key)) is None:
             return None, f"{kind!r} event with {key!r} = {event.get(key)!r}, not a number"
     return event, None
 
@@ -226,7 +220,7 @@ class _Follower:
         kind = event["event"]
         self.events[kind if kind != "eval" else f"eval_{event.get('phase')}"] = event
         if kind == "step":
-            self.bar.update(event["step"], event["total"], _number(event.get("loss")))
+            self.bar.update(event["step"], event["total"], finite(event.get("loss")))
         elif kind == "start":
             self.ctx.state.mark("train_started")
             logger.info(f"{event.get('total')} steps with {event.get('backend')} on {event.get('device')}")
@@ -261,7 +255,7 @@ class _Follower:
 
     def summary(self) -> str:
         done = self.events.get("done", {})
-        loss = _number(done.get("train_loss"))
+        loss = finite(done.get("train_loss"))
         return f"{done.get('steps')} steps, train loss " + (f"{loss:.4f}" if loss is not None else "?")
 
     def close(self) -> None:

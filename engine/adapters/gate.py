@@ -12,15 +12,11 @@ very first adapter of a registry (none active) is judged by the first rule alone
 """
 from __future__ import annotations
 
-import math
+from functools import partial
 
+from engine.numbers import finite
 
-def _loss(value) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
+_loss = partial(finite, text=True)  # a record may have been edited by hand
 
 
 def base_model(entry: dict) -> tuple[str | None, str | None]:

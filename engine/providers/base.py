@@ -30,6 +30,14 @@ class Pod:
 
 
 @dataclass
+class Bill:
+    """What a provider's billing shows for one pod so far (it lags: not necessarily its whole life)."""
+
+    amount_usd: float
+    covered_until: float | None = None  # epoch seconds: the end of the latest record (bucket); None: not said
+
+
+@dataclass
 class Endpoint:
     kind: str  # local or ssh: picks the transport
     host: str | None = None

@@ -34,7 +34,7 @@ from engine.context import PROJECT_ROOT, RunContext
 from engine.errors import CapacityError, ProviderError
 from engine.host_keys import announced
 from engine.image import resolved_image_ref
-from engine.providers.base import Endpoint, Pod, PodSpec
+from engine.providers.base import Bill, Endpoint, Pod, PodSpec
 from engine.providers.runpod_api import DEFAULT_API_URL, ApiError, RunPodApi, insecure_url
 from engine.secrets import add_secret_name
 from engine.sshkeys import run_keypair
@@ -546,16 +546,20 @@ class RunPodProvider:
         key = "" if self.settings.api_key_env == "RUNPOD_API_KEY" else f" --api-key-env {self.settings.api_key_env}"
         return where + key
 
-    def billed_usd(self, pod: Pod, since: float, retry_for_s: float = 10.0) -> float | None:
+    def billed_usd(self, pod: Pod, since: float, retry_for_s: float = 10.0) -> Bill | None:
         """What RunPod's billing says this pod has cost so far (USD), summed over hourly buckets from an hour
-        before `since` (our create: RunPod's clock may differ from ours) to now; None when no record names the
-        pod yet (billing lags: shared/reference/runpod.md). One read, retried on 5xx/429 for retry_for_s."""
+        before `since` (our create: RunPod's clock may differ from ours) to now, with the end of its latest
+        bucket; None when no record names the pod yet (billing lags: shared/reference/runpod.md). One read,
+        retried on 5xx/429 for retry_for_s."""
         start = _rfc3339(since - 3600)
         end = _rfc3339(time.time() + 1)  # exclusive, snapped up to the end of the current hour by RunPod
-        records = self.api.pod_billing(pod.id, start, end, "hour", retry_for_s=retry_for_s)
-        amounts = [float(r["totalAmount"]) for r in records
+        records = [r for r in self.api.pod_billing(pod.id, start, end, "hour", retry_for_s=retry_for_s)
                    if isinstance(r.get("totalAmount"), (int, float)) and not isinstance(r.get("totalAmount"), bool)]
-        return round(sum(amounts), 6) if amounts else None
+        if not records:
+            return None
+        ends = [t for t in (_epoch(r.get("endTime")) for r in records) if t is not None]
+        return Bill(amount_usd=round(sum(float(r["totalAmount"]) for r in records), 6),
+                    covered_until=max(ends) if ends else None)
 
     def list_owned(self) -> list[Pod]:
         return [Pod(id=p["id"], name=p["name"], provider=self.name, gpu=(p.get("gpu") or {}).get("id"),
@@ -572,6 +576,17 @@ class Attempt:
     cloud: str
     result: str
     detail: str = ""  # RunPod's words, shown when every candidate failed
+
+
+def _epoch(text) -> float | None:
+    """An RFC 3339 time from RunPod as epoch seconds; None when it is not one."""
+    from datetime import datetime
+
+    try:
+        moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.timestamp() if moment.tzinfo is not None else None
 
 
 def _rfc3339(wall: float) -> str:

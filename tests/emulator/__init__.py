@@ -43,7 +43,8 @@ start() in unshare's words when it is not.
                                     centers and CUDA versions (each needs the other: 400).
     GET    /v2/billing/pods         listPodBilling: records per pod per bucket (startTime/endTime or lastN, bucketSize,
                                     podId), from the pods' real billed lifetimes and prices; a second shows only
-                                    faults.billing_lag_s after it happened (billing lags). See billing.py.
+                                    faults.billing_lag_s after it happened (billing lags), or, with
+                                    faults.billing_step_s, in whole steps (batches). See billing.py.
     POST   /graphql                 RunPod's legacy GraphQL API (not in the document; see graphql.py): exactly
                                     `pod(input: {podId})` (any selection) -> {"data": {"pod": {id, name,
                                     desiredStatus} | null}} and `podTerminate(input: {podId})` -> {"data":

@@ -16,12 +16,18 @@ What the emulator adds, each the harsher reading where sources are silent:
 - Billing lags (shared/reference/runpod.md: "gives billed amounts per pod (lags; best effort)"): a second of a
   pod's life shows on its record only `lag_s` after it happened (RunPodEmulator.faults.billing_lag_s). A pod
   deleted a moment ago is billed in part, then in full; a bucket with nothing visible yet has no record.
+- Batches (RunPodEmulator.faults.billing_step_s > 0; runpod.md says only that billing lags, not how it catches
+  up, so the harsher reading is available to tests): a pod's life shows in whole steps counted from when it
+  began billing, each `lag_s` after the step ended, and the part after its last whole step only `step_s +
+  lag_s` after it stopped billing. A bill then stands still at a partial amount for at least `step_s` after
+  the delete: two reads that agree are not a final bill.
 - Buckets are in UTC; week buckets start on Monday (ISO 8601). Amounts are rounded to 6 decimals.
 - A malformed parameter: 400 problem+json naming it (the document gives 400 for "a cross-field rule" and
   lists no 422 here).
 """
 from __future__ import annotations
 
+import math
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Optional
@@ -98,16 +104,29 @@ def window(query: dict, now: datetime) -> tuple[datetime, datetime, str]:
     return start, end, bucket
 
 
-def overlap(spans: Iterable[tuple[float, Optional[float]]], lo: float, hi: float, visible_until: float) -> float:
-    """Seconds of the billed spans inside [lo, hi) that billing already shows (up to visible_until)."""
+def published_end(begin: float, end: Optional[float], visible_until: float, step_s: float = 0.0) -> float:
+    """Up to when a billed span [begin, end) shows, visible_until being the wall clock less the lag: second by
+    second; or, with step_s > 0, in whole steps from begin, and the part after the last whole step only once
+    visible_until is step_s past the span's end."""
+    if end is not None and end + step_s <= visible_until:
+        return end
+    shown = visible_until if end is None else min(end, visible_until)
+    if step_s > 0 and shown > begin:
+        shown = begin + math.floor((shown - begin) / step_s) * step_s
+    return shown
+
+
+def overlap(spans: Iterable[tuple[float, Optional[float]]], lo: float, hi: float, visible_until: float,
+            step_s: float = 0.0) -> float:
+    """Seconds of the billed spans inside [lo, hi) that billing already shows (see published_end)."""
     total = 0.0
     for begin, end in spans:
-        end = visible_until if end is None else min(end, visible_until)
-        total += max(0.0, min(end, hi) - max(begin, lo))
+        shown = published_end(begin, end, visible_until, step_s)
+        total += max(0.0, min(shown, hi) - max(begin, lo))
     return total
 
 
-def pod_records(pods: Iterable, query: dict, lag_s: float, wall: Optional[float] = None) -> dict:
+def pod_records(pods: Iterable, query: dict, lag_s: float, wall: Optional[float] = None, step_s: float = 0.0) -> dict:
     """The listPodBilling body for these emulated pods (each with id, cost_per_hr and billed_spans)."""
     wall = time.time() if wall is None else wall
     start, end, bucket = window(query, datetime.fromtimestamp(wall, timezone.utc))
@@ -120,7 +139,7 @@ def pod_records(pods: Iterable, query: dict, lag_s: float, wall: Optional[float]
         for pod in pods:
             if pod_id is not None and pod.id != pod_id:
                 continue
-            seconds = overlap(pod.billed_spans, edge.timestamp(), nxt.timestamp(), visible_until)
+            seconds = overlap(pod.billed_spans, edge.timestamp(), nxt.timestamp(), visible_until, step_s)
             if seconds <= 0:
                 continue
             amount = round(pod.cost_per_hr * seconds / 3600, 6)

@@ -165,6 +165,12 @@ class Faults:
                            2 s by default: the sources are silent, so the harsher reading)
     billing_lag_s          a second of a pod's life shows in GET /v2/billing/pods only this long after it happened
                            (runpod.md: billing "lags"; how long is not said: 2 s by default, tests set more)
+    billing_step_s         > 0: billing publishes in batches: a pod's life shows only in whole steps of this many
+                           seconds (counted from when it began billing), each billing_lag_s after the step ended,
+                           and the rest only billing_step_s + billing_lag_s after the pod stopped billing; so a
+                           bill stands still, partial, for at least billing_step_s after the delete (runpod.md
+                           says only that billing lags, not how it catches up: batches are the harsher reading).
+                           0: second by second
     create_garbled         the next N creates make the pod, then answer 201 with an HTML page instead of the Pod
                            (issue 9 names "a non-JSON 201" as a lost answer; off the document on purpose)
     rules                  FaultRule list, filled by rate_limit(), read_errors() and server_errors(); a rule
@@ -177,6 +183,7 @@ class Faults:
     no_public_ip: int = 0
     list_lag_s: float = 2.0
     billing_lag_s: float = 2.0
+    billing_step_s: float = 0.0
     create_garbled: int = 0
     create_500_after_create: int = 0
     create_delay_s: float = 0.0
@@ -882,7 +889,8 @@ class RunPodEmulator:
         with self._lock:
             pods = list(self.pods.values())
             try:
-                body = billing.pod_records(pods, query, self.faults.billing_lag_s)
+                body = billing.pod_records(pods, query, self.faults.billing_lag_s,
+                                           step_s=self.faults.billing_step_s)
             except billing.BadQuery as exc:
                 return problem(400, str(exc))
         return _Response(200, body, "application/json")

@@ -47,6 +47,24 @@ def test_billing_lags_a_pod_still_running_and_a_second_shows_only_after_the_lag(
     assert partial[0]["totalAmount"] == pytest.approx(0.07)
 
 
+def test_batched_billing_stands_still_at_a_partial_amount_after_the_delete_then_shows_the_whole_life():
+    start = _wall("2026-06-01T10:00:00Z")
+    pod = _pod("p", 3.6, (start, start + 150))  # $0.001 a second, 150 s of life, deleted at start + 150
+    query = {"startTime": "2026-06-01T10:00:00Z", "endTime": "2026-06-01T11:00:00Z", "bucketSize": "hour"}
+
+    def amount(wall):
+        records = billing.pod_records([pod], query, lag_s=30, wall=wall, step_s=60)["records"]
+        return sum(r["totalAmount"] for r in records)
+
+    assert amount(start + 85) == 0, "the first minute shows only 30 s after it ended"
+    assert amount(start + 95) == pytest.approx(0.06)  # one whole minute
+    # After the delete: two whole minutes, the same on every read until a step and the lag have passed its end.
+    assert amount(start + 155) == amount(start + 239) == pytest.approx(0.12)
+    assert amount(start + 240) == pytest.approx(0.15)
+    assert amount(start + 240) == billing.pod_records([pod], query, lag_s=30, wall=start + 240)["metadata"][
+        "totals"]["totalAmount"], "batches change when, not what, is billed"
+
+
 @pytest.mark.parametrize("query, says", [
     ({"lastN": "2", "startTime": "2026-06-01T00:00:00Z"}, "mutually exclusive"),
     ({"bucketSize": "minute"}, "bucketSize"),

@@ -8,12 +8,14 @@ import pytest
 from omegaconf import OmegaConf
 
 from engine.context import RunContext
+from engine.providers.base import Bill
 from engine.state import RunState
 from stages.cost import Cost
 
 
 class FakeBilledProvider:
-    """Stands in for RunPod: answers billed_usd from a script of reads, the last one repeating."""
+    """Stands in for RunPod: answers billed_usd from a script of reads (an amount, a Bill, None or an error),
+    the last one repeating. An amount's records end with the hour bucket after the pod's deletion."""
 
     name = "runpod"
 
@@ -25,7 +27,7 @@ class FakeBilledProvider:
         value = self.reads[min(self.calls, len(self.reads)) - 1]
         if isinstance(value, Exception):
             raise value
-        return value
+        return Bill(value, covered_until=since + 3600) if isinstance(value, float) else value
 
 
 def context(tmp_path: Path, provider, wait_s: float = 2.0, terminated: bool = True, status: str = "running"):
@@ -53,7 +55,8 @@ def test_a_bill_that_keeps_growing_is_not_the_cost(tmp_path):
     ctx = context(tmp_path, provider, wait_s=0.3)
     Cost().run(ctx)
     cost = ctx.state.outputs["cost"]
-    assert cost["actual_usd"] is None and "so far, still changing" in cost["note"] and provider.calls >= 2
+    assert cost["actual_usd"] is None and "billed so far: $" in cost["note"] and "still changing" in cost["note"]
+    assert provider.calls >= 2
 
 
 def test_after_ctrl_c_the_bill_is_read_once_without_waiting(tmp_path):
@@ -75,3 +78,34 @@ def test_an_error_reading_the_bill_is_a_note_not_a_failure(tmp_path):
     Cost().run(ctx)
     assert ctx.state.outputs["cost"] == {"actual_usd": None, "source": "runpod billing",
                                          "note": "could not read the bill: billing exploded"}
+
+
+def test_a_stale_partial_bill_that_stopped_changing_is_not_the_cost(tmp_path):
+    # Two equal reads, records up to after the deletion, but under 90% of the estimate (36 s at $0.74/h =
+    # $0.0074): a bill published in batches that has not caught up yet.
+    provider = FakeBilledProvider([0.003])
+    ctx = context(tmp_path, provider, wait_s=0.3)
+    Cost().run(ctx)
+    cost = ctx.state.outputs["cost"]
+    assert cost["actual_usd"] is None and provider.calls >= 2, cost
+    assert "billed so far: $0.0030" in cost["note"] and "under 90% of the estimated $0.0074" in cost["note"]
+
+
+def test_records_that_end_before_the_deletion_are_not_the_whole_bill(tmp_path):
+    ctx = context(tmp_path, None, wait_s=0.3)
+    deleted = ctx.state.marks["pod_terminated"]
+    ctx.provider = provider = FakeBilledProvider([Bill(0.0074, covered_until=deleted - 1)])
+    Cost().run(ctx)
+    cost = ctx.state.outputs["cost"]
+    assert cost["actual_usd"] is None and "records end before the pod was deleted" in cost["note"], cost
+    assert provider.calls >= 2
+
+
+@pytest.mark.parametrize("read, actual", [(0.0074, 0.0074), (0.002, None), (None, None)])
+def test_without_waiting_one_read_counts_only_when_it_is_final(tmp_path, read, actual):
+    provider = FakeBilledProvider([read])
+    ctx = context(tmp_path, provider, wait_s=0)
+    Cost().run(ctx)
+    cost = ctx.state.outputs["cost"]
+    assert provider.calls == 1 and cost["actual_usd"] == actual, cost
+    assert ("billed so far: $0.0020" in cost["note"]) == (read == 0.002)

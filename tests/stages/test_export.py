@@ -19,7 +19,7 @@ from engine.context import PROJECT_ROOT, RunContext
 from engine.errors import StageError
 from engine.export import families
 from engine.state import RunState
-from stages.export import Export
+from stages.export import Export, trained_system_prompt
 from tests.conftest import lorapod_env, run_lorapod
 from tests.engine.export import models
 
@@ -163,3 +163,18 @@ def test_bad_export_settings_are_a_config_error_before_anything_starts(tmp_path,
     assert run.proc.returncode == 2, run.output
     assert key in run.output and says in run.output, run.output
     assert not (tmp_path / "run" / "dataset").exists()  # prepare never ran
+
+
+def test_without_a_train_file_the_system_line_is_the_persona_prepare_resolved(tmp_path):
+    # dataset=metahuman: the config names no persona; core.json's name and style are in manifest.json only.
+    (tmp_path / "dataset").mkdir()
+    resolved = "You are Ada Lovelace. Communication style: tone precise."
+    (tmp_path / "dataset" / "manifest.json").write_text(json.dumps({"persona": {"name": "Ada Lovelace",
+                                                                                "system_prompt": resolved}}))
+    ctx = context(tmp_path, "dataset=metahuman", f"dataset.path={tmp_path / 'nowhere'}")
+    assert trained_system_prompt(tmp_path, ctx.cfg) == resolved
+
+
+def test_a_config_prompt_with_a_style_placeholder_is_filled_not_a_key_error(tmp_path):
+    ctx = context(tmp_path, "dataset.persona.name=Ada", "dataset.persona.system_prompt='You are {name}. {style}'")
+    assert trained_system_prompt(tmp_path, ctx.cfg) == "You are Ada."

@@ -5,11 +5,20 @@ import json
 from pathlib import Path
 
 import pytest
+from loguru import logger
 
 from stages import plot
 from stages.train import EVENT_PREFIX
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def warnings():
+    seen: list[str] = []
+    sink = logger.add(lambda m: seen.append(str(m)), level="DEBUG", format="{level} {message}")
+    yield seen
+    logger.remove(sink)
 
 
 def decode(path: Path):
@@ -74,3 +83,20 @@ def test_nothing_to_draw_is_quiet(tmp_path, content):
         (tmp_path / "metrics.jsonl").write_text(content)
     train, evals, _ = plot.curves(tmp_path)
     assert train == {} and evals == {}
+
+
+def test_a_plot_that_cannot_be_written_is_a_warning_and_the_run_goes_on(tmp_path, warnings):
+    from omegaconf import OmegaConf
+
+    from engine.context import RunContext
+    from engine.state import RunState
+
+    write_metrics(tmp_path, [3.0, 2.0], {0: 3.1})
+    (tmp_path / plot.FILENAME).mkdir()  # a folder where the PNG goes: the final rename fails with an OSError
+    ctx = RunContext(cfg=OmegaConf.create({"model": {"name": "tiny"}, "lora": {"r": 4}}), run_dir=tmp_path,
+                     state=RunState(run_id="t"), provider=None)
+    plot.Plot().run(ctx)  # must not raise
+    assert "plot" not in ctx.state.outputs
+    told = [w for w in warnings if w.startswith("WARNING") and "no loss curve" in w]
+    assert len(told) == 1 and "IsADirectoryError" in told[0], warnings
+    assert not (tmp_path / (plot.FILENAME + ".tmp")).exists()
