@@ -5,20 +5,11 @@ import json
 from pathlib import Path
 
 import pytest
-from loguru import logger
 
 from stages import plot
 from stages.train import EVENT_PREFIX
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture
-def warnings():
-    seen: list[str] = []
-    sink = logger.add(lambda m: seen.append(str(m)), level="DEBUG", format="{level} {message}")
-    yield seen
-    logger.remove(sink)
 
 
 def decode(path: Path):

@@ -11,7 +11,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from loguru import logger
 
 from engine import progress
 from engine.state import RunState
@@ -90,14 +89,6 @@ def test_follow_log_cuts_a_long_line_and_counts_it_once_when_started_again(tmp_p
     assert whole[0] == b"one" and whole[2] == b"three" and len(whole) == 3
     assert len(whole[1]) == MAX_LINE and whole[1].endswith(CUT_MARKER)
     assert follow(3) == [b"three"], "a follower started from line 3 counts the cut line as line 2"
-
-
-@pytest.fixture
-def warnings():
-    seen: list[str] = []
-    sink = logger.add(lambda m: seen.append(str(m)), level="DEBUG", format="{level} {message}")
-    yield seen
-    logger.remove(sink)
 
 
 def follower(tmp_path: Path, **budgets) -> _Follower:
