@@ -37,7 +37,13 @@ class Register(BaseStage):
         registry = Registry(Path(ctx.cfg.registry.path))
         with registry.locked():  # the gate compares with the active adapter: nobody may change it meanwhile
             active = registry.active()
-            passed, reason = gate.decide(entry, active, float(ctx.cfg.gate.min_improvement))
+            unreadable = registry.unreadable()
+            if unreadable:  # the active adapter's record may be among them: activating now could make two
+                passed, reason = False, (f"the registry holds {len(unreadable)} unreadable record(s) ("
+                                         f"{', '.join(str(f) for f in unreadable[:3])}): restore or move them out, "
+                                         f"then python -m engine.adapters promote {entry['id']} if it should be active")
+            else:
+                passed, reason = gate.decide(entry, active, float(ctx.cfg.gate.min_improvement))
             if passed:
                 registry.activate(entry, "activated", reason)
             else:

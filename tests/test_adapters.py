@@ -274,6 +274,23 @@ def test_the_gate(before, after, active, passes, words):
     assert ok is passes and words in reason, reason
 
 
+def test_a_corrupt_record_in_the_registry_activates_nothing(default_run, tmp_path):
+    """The active adapter's record cut short (a full disk, a hand edit): the gate cannot see it, so a new adapter
+    must not become a second active one; it is registered as rejected, naming the file, and the run succeeds."""
+    registry = tmp_path / "adapters"
+    shutil.copytree(default_registry(default_run), registry)
+    record = registry / f"{Registry(registry).active()['id']}.json"
+    cut = record.read_text()[:40]
+    record.write_text(cut)
+
+    run = run_lorapod(f"registry.path={registry}", run_dir=tmp_path / "run")
+    assert run.proc.returncode == 0, run.output
+    adapter = run.summary["adapter"]
+    assert adapter["status"] == "rejected" and f"1 unreadable record(s) ({record})" in adapter["reason"], adapter
+    assert f"promote {adapter['id']}" in adapter["reason"]
+    assert Registry(registry).active() is None and record.read_text() == cut
+
+
 def _register_fake(args) -> str:
     """One process of a sweep registering at once (records only: the gate and the lock are what is tested)."""
     path, n = args

@@ -65,18 +65,28 @@ class Registry:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def entries(self) -> list[dict]:
-        """Every record, oldest first. A file that is not a record is skipped, never guessed at."""
+        """Every record, oldest first. A file that is not a record is skipped, never guessed at (unreadable())."""
+        return self._scan()[0]
+
+    def unreadable(self) -> list[Path]:
+        """*.json files that are not records (corrupt, or not of the id they are named for). One of them may be
+        the active adapter's, so the gate decides nothing while any is there."""
+        return self._scan()[1]
+
+    def _scan(self) -> tuple[list[dict], list[Path]]:
         if not self.path.is_dir():
-            return []
-        out = []
+            return [], []
+        out, bad = [], []
         for file in sorted(self.path.glob("*.json")):
             try:
                 entry = json.loads(file.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-                continue
+                entry = None
             if isinstance(entry, dict) and entry.get("id") == file.stem:
                 out.append(entry)
-        return sorted(out, key=lambda e: (e.get("created_at") or "", e["id"]))
+            else:
+                bad.append(file)
+        return sorted(out, key=lambda e: (e.get("created_at") or "", e["id"])), bad
 
     def get(self, adapter_id: str) -> dict:
         file = self._file(adapter_id)
