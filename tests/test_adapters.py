@@ -453,4 +453,6 @@ def test_a_corrupt_record_is_named_not_a_traceback(tmp_path, content):
         assert done.returncode == 1, done.stdout + done.stderr
         assert "Traceback" not in done.stderr and f"error: {record} is not a " in done.stderr, done.stderr
         assert "restore it from a backup, or move it out of the folder" in done.stderr
+    listed = cli("list", registry=registry)
+    assert listed.returncode == 0 and f"warning: {record} is not a readable record" in listed.stderr, listed.stderr
     assert record.read_text() == content  # nothing rewritten or removed

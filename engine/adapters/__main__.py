@@ -105,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
                 out.write(f"no adapters in {registry.path}\n")
             else:
                 out.write(table([_row(e) for e in entries]) + "\n")
+            for file in registry.unreadable():  # stderr: --json stays parseable
+                sys.stderr.write(f"warning: {file} is not a readable record (the gate activates nothing while it "
+                                 "is there): restore it from a backup, or move it out of the folder\n")
         elif args.command == "show":
             entry = registry.get(args.id)
             out.write((json.dumps(entry, indent=2) if args.json else show(entry)) + "\n")
