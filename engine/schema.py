@@ -17,6 +17,7 @@ class LocalProviderConfig:
     _target_: str = "engine.providers.local.LocalProvider"  # the class that implements the provider verbs
     name: str = "local"  # shown in logs and run-summary.json
     max_fetch_mb: float = 2048  # fetch refuses one file, or all of them together, over this many MB (2^20 bytes)
+    detach: bool = False  # return once training has started; python -m engine.attach RUN_DIR picks it up
 
 
 @dataclass
@@ -46,6 +47,7 @@ class RunPodProviderConfig:
     require_deadline: bool = False  # stop before training when the pod's watchdog cannot verify its credentials
     workdir: str = "/workspace"  # remote.workdir when that is null
     max_fetch_mb: float = 2048  # fetch refuses one file, or all of them together, over this many MB (2^20 bytes)
+    detach: bool = False  # return once training has started; python -m engine.attach RUN_DIR picks it up
     billing_wait_s: float = 20.0  # after terminate, wait at most this long for RunPod's (lagging) bill; 0: read once
 
 
@@ -63,6 +65,7 @@ class SshProviderConfig:
     workdir: Optional[str] = None
     python: str = "python3"  # remote.python when that is null
     max_fetch_mb: float = 2048  # fetch refuses one file, or all of them together, over this many MB (2^20 bytes)
+    detach: bool = False  # return once training has started; python -m engine.attach RUN_DIR picks it up
 
 
 @dataclass
@@ -283,6 +286,14 @@ class ExportConfig:
 
 
 @dataclass
+class BudgetConfig:
+    # The most one run may spend, in USD: a plan whose high estimate exceeds it is refused before anything is
+    # rented, a running pod is deleted when its spend reaches it, and the pod's own deadline is derived from it
+    max_usd: Optional[float] = None
+    sweep_max_usd: Optional[float] = None  # the most all jobs of one multirun may spend together (a ledger in its folder)
+
+
+@dataclass
 class Config:
     provider: Any = MISSING
     gpu: GpuConfig = MISSING
@@ -299,6 +310,7 @@ class Config:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
 
 
 def register() -> None:
