@@ -8,8 +8,11 @@ from engine import compose
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg) -> None:
+def main(cfg) -> float | None:
+    # The objective a sweeper such as Optuna minimises (engine/objective.py): the run's eval loss after training,
+    # None when it did not succeed. The process's exit code is engine.exit_status()'s, below.
     engine.run(cfg)
+    return engine.objective()
 
 
 if __name__ == "__main__":
