@@ -15,7 +15,7 @@ from pathlib import Path
 from loguru import logger
 from omegaconf import DictConfig
 
-from engine import logs, objective as objectives, signals, summary, teardown
+from engine import logs, signals, summary, sweep_objective, teardown
 from engine.context import RunContext
 from engine.errors import Interrupted, LorapodError
 from engine.providers.base import make_provider
@@ -24,7 +24,7 @@ from engine.state import RunState, StageRecord, now
 from engine.validate import validate
 
 _exit_codes: list[int] = []  # one per job: a sweep exits non-zero when any of its runs failed
-_objective: float | None = None  # the last run's (engine/objective.py): what run.py hands a sweeper such as Optuna
+_objective: float | None = None  # the last run's (engine/sweep_objective.py): what run.py hands a sweeper such as Optuna
 
 
 def exit_status() -> int:
@@ -176,7 +176,7 @@ def _finish(ctx: RunContext, status: str, first: BaseException | None = None, st
         logger.bind(stage=stage).error(str(first))
     ctx.save()
     result = summary.write(ctx)
-    _objective = objectives.of(result)
+    _objective = sweep_objective.of(result)
     code = {"succeeded": 0, "interrupted": 130}.get(status, getattr(first, "exit_code", 1))
     _exit_codes.append(code)
     adapter = result["paths"]["adapter"]

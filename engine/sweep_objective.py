@@ -7,7 +7,10 @@ run's NaN), is None: its number would not be comparable with the others'.
 """
 from __future__ import annotations
 
+import logging
 import math
+
+STUDY_LOGGER = "hydra_plugins.hydra_optuna_sweeper"  # where the sweeper says which trial failed and which won
 
 
 def of(summary: dict) -> float | None:
@@ -20,3 +23,9 @@ def of(summary: dict) -> float | None:
     except (TypeError, ValueError):
         return None
     return value if math.isfinite(value) else None
+
+
+def show_study_lines() -> None:
+    """Let the Optuna sweeper's INFO lines through (its best parameters and value, at the end of a study): the
+    console hides Hydra's own INFO (hydra/hydra_logging: none), and engine/logs.py passes the rest to loguru."""
+    logging.getLogger(STUDY_LOGGER).setLevel(logging.INFO)
