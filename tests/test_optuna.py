@@ -113,3 +113,15 @@ def test_a_single_run_prepares_its_own_dataset_as_before(tmp_path):
     assert not (tmp_path / "datasets").exists() and not (run_dir / "datasets").exists()
     assert "shared" not in json.loads((run_dir / "state.json").read_text())["outputs"]["dataset"]
     assert "dataset prepared once" not in (run_dir / "run.log").read_text()
+
+
+def test_parallel_jobs_of_a_joblib_sweep_prepare_one_dataset(tmp_path):
+    proc, folder = sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=3", "pipeline=prepare",
+                         "lora.r=4,8,16")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    jobs = job_dirs(folder)
+    assert len(jobs) == 3
+    logs = [(job / "run.log").read_text() for job in jobs]
+    assert sum("dataset prepared once for this sweep" in log for log in logs) == 1
+    assert sum("dataset reused from" in log for log in logs) == 2
+    assert len({(job / "dataset" / "train.jsonl").stat().st_ino for job in jobs}) == 1
