@@ -36,7 +36,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from engine.compose import CONF_DIR, CONFIG_ERRORS, jobs, one_line, sweep_base
+from engine.compose import CONF_DIR, CONFIG_ERRORS, OPTUNA_SWEEPER, jobs, one_line, sweep_base
 
 # Keys whose rules test this machine rather than the file (checked only when the file sets a value).
 MACHINE_KEYS = {
@@ -151,7 +151,11 @@ def check_one(path: Path, strict: bool = False) -> Report:
         total += _cost(task)[0]
     task = _task(composed[0][1])
     _, how = _cost(task)
-    runs = f"{len(composed)} runs, " if len(composed) > 1 else ""
+    count = len(composed)
+    if composed[0][1].hydra.sweeper.get("_target_") == OPTUNA_SWEEPER:  # composed: its corners; run: n_trials jobs
+        count = int(composed[0][1].hydra.sweeper.n_trials)
+        total = total / len(composed) * count if composed else 0.0  # jobs differ in their values, not in price
+    runs = f"{count} runs, " if count > 1 else ""
     cost = f"${total:.2f}" if total else "$0"
     each = " each" if runs else ""
     bound = (f"at most {cost} ({runs}{how}{each}; an upper bound until issue 14's plan)" if total

@@ -4,7 +4,9 @@ run.py calls `precheck()` first so that Hydra's own errors (a value of the wrong
 not exist, an override or a YAML file that does not parse) exit 2 with one line, as every other config error
 does, instead of Hydra's exit 1 after it has made a sweep folder. engine.check composes each experiment file with
 `jobs()`. Both go through Hydra's own loader and its BasicSweeper's expansion, so what passes here is what
-Hydra composes for each job; the run itself then validates each job's values (engine/validate.py).
+Hydra composes for each job; the run itself then validates each job's values (engine/validate.py). An Optuna
+sweep picks its points while it runs, so its search space's corners stand for them: every choice, and each end
+of every interval and range.
 """
 from __future__ import annotations
 
@@ -20,14 +22,17 @@ from yaml import YAMLError
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 CONFIG_ERRORS = (HydraException, OmegaConfBaseException, YAMLError)  # what a bad file, override or value raises
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+MAX_CORNERS = 64  # more corners than this: each parameter's values in turn, the others at their first value
 
 
 def jobs(overrides: list[str], multirun: bool | None = None, config_dir: Path = CONF_DIR,
          config_name: str = "config") -> list[tuple[list[str], DictConfig]]:
     """Each job's command-line overrides and composed config. multirun=None: the mode Hydra would pick (-m, or
     hydra.mode in the config). A sweep expands hydra.sweeper.params and the command line's sweeps as BasicSweeper
-    does (another sweeper decides its points at run time: only its base config is composed). Raises Hydra's and
-    OmegaConf's exceptions unchanged; one_line() words them."""
+    does; an Optuna sweep, its search space's corners (_optuna_points); another sweeper decides its points at run
+    time: only its base config is composed. Raises Hydra's and OmegaConf's exceptions unchanged; one_line() words
+    them."""
     import engine.schema  # noqa: F401  (the schemas the config's defaults name)
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -42,9 +47,14 @@ def jobs(overrides: list[str], multirun: bool | None = None, config_dir: Path = 
                                        with_log_configuration=False)
             return [(list(overrides), cfg)]
         base = _sweep_base(hydra, config_name, overrides)
-        if base.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
+        sweeper = base.hydra.sweeper.get("_target_")
+        if sweeper == BASIC_SWEEPER:
+            points = _points(base, hydra)
+        elif sweeper == OPTUNA_SWEEPER:
+            points = _optuna_points(base)
+        else:
             return [(list(overrides), base)]
-        return [(point, hydra.config_loader.load_sweep_config(base, point)) for point in _points(base, hydra)]
+        return [(point, hydra.config_loader.load_sweep_config(base, point)) for point in points]
 
 
 def sweep_base(overrides: list[str], config_dir: Path = CONF_DIR, config_name: str = "config") -> DictConfig:
@@ -74,6 +84,40 @@ def _points(base: DictConfig, hydra) -> list[list[str]]:
     arguments = [f"{k}={v}" for k, v in params.items()] + list(OmegaConf.to_container(base.hydra.overrides.task))
     parsed = OverridesParser.create(config_loader=hydra.config_loader).parse_overrides(arguments)
     return [point for batch in BasicSweeper.split_arguments(parsed, None) for point in batch]
+
+
+def _optuna_points(base: DictConfig) -> list[list[str]]:
+    """Override lists at the corners of an Optuna search space (hydra.sweeper.params, then the command line's
+    overrides, as OptunaSweeper.sweep() reads them): every choice, both ends of each interval and range, written
+    as the sweeper writes a trial's values. A value that does not fit its key fails here, not in trial 7."""
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Transformer
+
+    params = base.hydra.sweeper.get("params") or {}
+    arguments = [f"{k}={v}" for k, v in params.items()] + list(OmegaConf.to_container(base.hydra.overrides.task))
+    fixed: dict[str, str] = {}
+    axes: dict[str, list] = {}
+    for override in OverridesParser.create().parse_overrides(arguments):
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            fixed[key] = override.get_value_element_as_str()
+            axes.pop(key, None)  # as in the sweeper, a later fixed value of a key wins over its search space
+        elif override.is_interval_sweep():
+            value = override.value()
+            axes[key] = [value.start, value.end]
+        else:  # choice, or range (Optuna samples a range's steps; its ends are enough here)
+            values = list(override.sweep_iterator(transformer=Transformer.encode))
+            axes[key] = values if override.is_choice_sweep() else values[:1] + values[-1:]
+        if key in axes:
+            fixed.pop(key, None)
+    names = list(axes)
+    combos = list(itertools.product(*axes.values()))
+    if len(combos) > MAX_CORNERS:
+        first = [values[0] for values in axes.values()]
+        combos = [tuple(first[:i] + [v] + first[i + 1:]) for i, values in enumerate(axes.values()) for v in values]
+    return [[f"{k}={v}" for k, v in zip(names, combo)] + [f"{k}={v}" for k, v in fixed.items()] for combo in combos]
 
 
 def one_line(exc: BaseException) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from loguru import logger
 from omegaconf import DictConfig
 
-from engine import logs, signals, summary, teardown
+from engine import logs, signals, summary, sweep_objective, teardown
 from engine.context import RunContext
 from engine.errors import Interrupted, LorapodError
 from engine.providers.base import make_provider
@@ -24,10 +24,16 @@ from engine.state import RunState, StageRecord, now
 from engine.validate import validate
 
 _exit_codes: list[int] = []  # one per job: a sweep exits non-zero when any of its runs failed
+_objective: float | None = None  # the last run's (engine/sweep_objective.py): what run.py hands a sweeper such as Optuna
 
 
 def exit_status() -> int:
     return max(_exit_codes, default=0)
+
+
+def objective() -> float | None:
+    """The last run's eval loss after training; None when it did not succeed (Optuna: a failed trial)."""
+    return _objective
 
 
 def _hydra_run_dir() -> Path:
@@ -120,6 +126,8 @@ def _ensure_terminated(ctx: RunContext) -> None:
 def run(cfg: DictConfig, run_dir: Path | None = None) -> int:
     """Run one job; returns its exit code (0 succeeded, 1 failed, 2 bad config or data). An interrupted run
     raises SystemExit(130) once cleanup is done, so a sweep stops too."""
+    global _objective
+    _objective = None  # a job that ends early never reports the previous job's number
     run_dir = Path(run_dir or _hydra_run_dir()).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     logs.setup(run_dir)
@@ -160,6 +168,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> int:
 
 
 def _finish(ctx: RunContext, status: str, first: BaseException | None = None, stage: str | None = None) -> int:
+    global _objective
     ctx.state.status = status
     ctx.state.ended_at = now()
     if stage is not None:  # the run failed before any stage: the config or its checks
@@ -167,6 +176,7 @@ def _finish(ctx: RunContext, status: str, first: BaseException | None = None, st
         logger.bind(stage=stage).error(str(first))
     ctx.save()
     result = summary.write(ctx)
+    _objective = sweep_objective.of(result)
     code = {"succeeded": 0, "interrupted": 130}.get(status, getattr(first, "exit_code", 1))
     _exit_codes.append(code)
     adapter = result["paths"]["adapter"]
@@ -175,4 +185,4 @@ def _finish(ctx: RunContext, status: str, first: BaseException | None = None, st
     return code
 
 
-__all__ = ["run", "exit_status"]
+__all__ = ["run", "exit_status", "objective"]

@@ -53,7 +53,7 @@ def test_help_cfg_and_a_good_sweep_still_work(tmp_path):
     assert shown.proc.returncode == 0 and "r: 4" in shown.proc.stdout, shown.output
     sweep = run_lorapod("--multirun", "lora.r=4,8", "pipeline=prepare", f"hydra.sweep.dir={tmp_path}", timeout=300)
     assert sweep.proc.returncode == 0, sweep.output
-    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["0", "1"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["0", "1", "datasets"]  # + their one dataset
 
 
 def test_a_bad_value_in_a_sweep_still_exits_2_from_validation(tmp_path):
