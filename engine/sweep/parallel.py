@@ -6,7 +6,8 @@ process_executor.kill_workers; joblib's LokyBackend.abort_everything). A worker 
 Ctrl-C reaches it dies of its KeyboardInterrupt, which breaks the pool the same way. So:
 
 - the main process blocks SIGINT and SIGTERM for the whole sweep and takes them in a thread of its own
-  (sigtimedwait); workers spawned after that inherit the blocked mask, so an idle worker never dies of one;
+  (sigtimedwait; its main thread's handler hands over what a thread made before the block took); workers spawned
+  after that inherit the blocked mask, so an idle worker never dies of one;
 - a job, when it starts in a worker, leaves the terminal's process group, ignores the signals outside its
   stages, and unblocks them: from then on it hears exactly what the main process forwards to it, once per
   signal the main process got (from the terminal's group, or sent to it alone);
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import socket
 import threading
@@ -90,6 +92,7 @@ class _Watcher:
         self.received: list[str] = []
         self.forwarded: dict[int, int] = {}  # pid -> how many signals it was sent
         self._stop = threading.Event()
+        self.queue: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="lorapod-sweep-signals", daemon=True)
 
     def start(self) -> None:
@@ -98,11 +101,18 @@ class _Watcher:
     def close(self) -> None:
         self._stop.set()
 
+    def caught(self, signum, frame) -> None:
+        """The main thread's handler, for a signal a thread that does not block it took (a native thread that
+        existed before the block: numpy's BLAS pool): handed to the watcher thread, never raised in joblib's loop."""
+        self.queue.put(signum)  # SimpleQueue.put is safe to call from a signal handler
+
     def _loop(self) -> None:
         while not self._stop.is_set():
-            info = signal.sigtimedwait(SIGNALS, 0.2)
+            info = signal.sigtimedwait(SIGNALS, 0.1)
             if info is not None:
                 self.handle(info.si_signo)
+            while not self.queue.empty():
+                self.handle(self.queue.get())
 
     def handle(self, signum: int) -> None:
         name = signal.Signals(signum).name
@@ -161,9 +171,27 @@ def guard_main(sweep_dir: Path) -> None:
         pass
     os.environ[MAIN_PID_ENV] = str(os.getpid())
     os.environ[SWEEP_DIR_ENV] = str(sweep_dir)
-    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)  # inherited by every thread and worker made from now on
+    # Blocked: inherited by every thread and worker made from now on. Blocked before the imports (numpy's threads
+    # start with them), and again after the resource trackers, whose start unblocks them (see below).
+    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    _start_resource_trackers()
+    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     _watcher = _Watcher(sweep_dir)
+    for s in SIGNALS:
+        signal.signal(s, _watcher.caught)
     _watcher.start()
+
+
+def _start_resource_trackers() -> None:
+    """Start the resource trackers loky uses before the signals are blocked: Python 3.11's (multiprocessing's
+    resource_tracker.ensure_running) UNBLOCKS SIGINT and SIGTERM in the thread that spawns it, which would let
+    a Ctrl-C into joblib's result loop (seen: loky then SIGKILLed every worker)."""
+    from multiprocessing import resource_tracker as stdlib_tracker
+
+    from joblib.externals.loky.backend import resource_tracker as loky_tracker
+
+    stdlib_tracker.ensure_running()
+    loky_tracker.ensure_running()
 
 
 def interrupted() -> list[str]:

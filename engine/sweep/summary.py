@@ -118,7 +118,7 @@ def table(all_jobs: list[Job], sweep_dir: Path) -> str:
     if common:
         lines.append(f"every job: {' '.join(common)}")
     failed = [j for j in all_jobs if j.status not in GOOD and j.error]
-    lines += [f"job {j.name} {j.status}: {j.error}" for j in failed]
+    lines += [f"job {j.name} {j.status}: {' '.join(j.error.split())}" for j in failed]
     lines.append(f"table: {sweep_dir / CSV_NAME}")
     return "\n".join(lines)
 
