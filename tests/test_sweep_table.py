@@ -85,3 +85,37 @@ def test_a_ctrl_c_in_a_basic_sweep_still_prints_the_table_of_what_ran(tmp_path):
     assert out.count(f"sweep {sweep}:") == 1 and "no best job" in out
     rows = list(csv.DictReader((sweep / "sweep-summary.csv").open()))
     assert [(r["job"], r["status"]) for r in rows] == [("0", "interrupted")], "job 1 never started"
+
+
+def test_the_final_check_deletes_a_pod_of_the_sweep_left_up_and_spares_a_detached_one(runpod_emulator, tmp_path,
+                                                                                       monkeypatch, capsys):
+    import httpx
+
+    from engine.sweep import reaper, summary
+
+    emu = runpod_emulator
+    emu.faults.never_ready = True  # pods to list and delete: no sshd needed
+    emu.faults.list_lag_s = 0
+    monkeypatch.setenv("RUNPOD_API_KEY", emu.api_key)
+    sweep = tmp_path / "sweep"
+
+    def pod(name: str) -> str:
+        body = {"name": name, "image": "x/y:z", "gpu": {"id": "NVIDIA GeForce RTX 4090", "count": 1},
+                "ports": ["22/tcp"]}
+        return httpx.post(f"{emu.url}/pods", json=body,
+                          headers={"Authorization": f"Bearer {emu.api_key}"}).json()["id"]
+
+    config = f"provider:\n  name: runpod\n  api_url: {emu.url}\n  api_key_env: RUNPOD_API_KEY\n"
+    for name, status in (("0", "failed"), ("1", "detached")):
+        _job(sweep, name, [f"lora.r={name}"], {**_summary(status), "run_id": f"sweep-run-{name}"})
+        (sweep / name / ".hydra" / "config.yaml").write_text(config)
+    left, detached, foreign = pod("lorapod-sweep-run-0"), pod("lorapod-sweep-run-1"), pod("lorapod-another-run")
+
+    code = reaper.reap(summary.jobs(sweep), sweep)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"pod {left} (lorapod-sweep-run-0) of job 0 (failed) was still up: deleted it" in out
+    assert "job 1 is detached" in out
+    assert {p.id for p in emu.live_pods()} == {detached, foreign}
+    for pod_id in (detached, foreign):
+        emu.terminate(pod_id)
