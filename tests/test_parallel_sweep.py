@@ -47,9 +47,9 @@ def test_three_jobs_rent_three_pods_at_once_and_end_with_one_table(runpod_emulat
     # All three billed at the same time: the last to be created came up before the first was deleted.
     starts, ends = [p.billed_spans[0][0] for p in pods], [p.billed_spans[-1][1] for p in pods]
     assert None not in ends and max(starts) < min(ends), (starts, ends)
-    # Three jobs in three processes, none in the sweep's own.
+    # Three jobs in three worker processes.
     owners = {json.loads((sweep / n / "state.json").read_text())["owner"]["pid"] for n in "012"}
-    assert len(owners) == 3 and proc.args and all(pid > 0 for pid in owners)
+    assert len(owners) == 3
 
     jobs = summaries(sweep)
     assert sorted(jobs) == ["0", "1", "2"] and {s["status"] for s in jobs.values()} == {"succeeded"}
