@@ -74,7 +74,7 @@ def test_a_ctrl_c_in_a_basic_sweep_still_prints_the_table_of_what_ran(tmp_path):
                             env=lorapod_env(), start_new_session=True)
     try:
         log = sweep / "0" / "train.log"
-        wait_for(lambda: log.exists() and '"event": "step"' in log.read_text(errors="ignore"), 300, "training")
+        wait_for(lambda: log.exists() and '"event": "step"' in log.read_text(errors="ignore"), 600, "training")
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=180)
     finally:
