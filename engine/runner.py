@@ -21,14 +21,17 @@ from engine.errors import Interrupted, LorapodError
 from engine.providers.base import make_provider
 from engine.secrets import load_dotenv, redact
 from engine.state import RunState, StageRecord, now
+from engine.sweep import outcome, parallel
 from engine.validate import validate
 
-_exit_codes: list[int] = []  # one per job: a sweep exits non-zero when any of its runs failed
+_exit_codes: list[int] = []  # one per job run in this process: a sweep exits non-zero when any of its runs failed
 _objective: float | None = None  # the last run's (engine/sweep_objective.py): what run.py hands a sweeper such as Optuna
 
 
 def exit_status() -> int:
-    return max(_exit_codes, default=0)
+    """The process's exit code: the worst of its own jobs' and, in a sweep's main process, of every job in the
+    sweep folder (a parallel sweep's jobs run in other processes) and of the sweep's own end (signal, reaper)."""
+    return max([*_exit_codes, outcome.sweep_exit_code()], default=0)
 
 
 def objective() -> float | None:
@@ -143,12 +146,15 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> int:
         return _finish(ctx, "failed", first=exc, stage="config")
 
     errors: list[BaseException | None] = []
+    parallel.enter_job(ctx.save)
     with signals.interruptible():
         try:
             for name, stage in stages:
                 if ctx.state.status != "running" and not stage.always:
                     ctx.state.stages[name] = StageRecord(status="skipped")
                     continue
+                if not stage.always:
+                    parallel.raise_if_stopped(ctx, name)  # a parallel sweep that was stopped starts nothing more
                 errors.append(_run_stage(ctx, name, stage))
         except (KeyboardInterrupt, Interrupted):  # between two stages
             ctx.state.status = "interrupted"
@@ -160,8 +166,9 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> int:
                 _ensure_terminated(ctx)
                 status = "succeeded" if ctx.state.status == "running" else ctx.state.status
                 code = _finish(ctx, status, first=next((e for e in errors if e is not None), None))
-    if status == "interrupted":
-        # Ctrl-C means stop: not only this job but a whole sweep, and without a traceback.
+    if status == "interrupted" and not parallel.in_worker():
+        # Ctrl-C means stop: not only this job but a whole sweep, and without a traceback. A parallel sweep's job
+        # returns instead: an exception in a worker makes joblib SIGKILL the other jobs mid-cleanup.
         signals.ignore_for_good()
         raise SystemExit(code)
     return code
@@ -174,10 +181,11 @@ def _finish(ctx: RunContext, status: str, first: BaseException | None = None, st
     if stage is not None:  # the run failed before any stage: the config or its checks
         ctx.state.stages[stage] = StageRecord(status="failed", error=redact(str(first)))
         logger.bind(stage=stage).error(str(first))
+    code = {"succeeded": 0, "interrupted": 130}.get(status, getattr(first, "exit_code", 1))
+    ctx.state.outputs["exit_code"] = code
     ctx.save()
     result = summary.write(ctx)
     _objective = sweep_objective.of(result)
-    code = {"succeeded": 0, "interrupted": 130}.get(status, getattr(first, "exit_code", 1))
     _exit_codes.append(code)
     adapter = result["paths"]["adapter"]
     line = f"{status} in {result['seconds']:.1f}s; " + (f"adapter: {adapter}" if adapter else f"details: {ctx.run_dir / 'run.log'}")

@@ -25,6 +25,7 @@ def build(ctx: RunContext) -> dict:
     return {
         "run_id": state.run_id,
         "status": state.status,
+        "exit_code": state.outputs.get("exit_code"),  # 0 succeeded, 1 failed, 2 bad config or data, 130 interrupted
         "failed_stage": failed[0] if failed else None,
         "error": next((state.stages[n].error for n in failed), None),
         "seconds": round((state.ended_at or 0) - state.started_at, 3) if state.ended_at else None,

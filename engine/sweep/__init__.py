@@ -1,0 +1,1 @@
+"""Sweeps: what spans the jobs of one multirun (parallel jobs, their stop, the final table)."""
