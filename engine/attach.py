@@ -37,6 +37,7 @@ from loguru import logger
 
 from engine import logs, runner, teardown
 from engine.context import RunContext
+from engine.deadline import mark_attached
 from engine.errors import ConfigError, LorapodError, StageError
 from engine.providers.base import Endpoint, current_pod, make_provider
 from engine.secrets import load_dotenv
@@ -76,9 +77,7 @@ class Attach(BaseStage):
         after_connect = getattr(ctx.provider, "after_connect", None)
         if after_connect is not None:  # runpod: the heartbeat first, then the watchdog, as at probe
             after_connect(ctx)
-            from engine.deadline import mark_attached
-
-            mark_attached(ctx)
+        mark_attached(ctx)  # a detached run's watchdog counts the heartbeat again (the beat is fresh first)
         logger.info(f"attached to pod {pod.id}" + (f" at {endpoint.host}:{endpoint.port}" if endpoint.host else ""))
 
 
