@@ -13,7 +13,8 @@ after the last save are received again, so no progress line is lost and none is 
 
 provider.detach=true: the stage follows until training has started (its "start" event), tells the pod's watchdog
 the run is detached (engine/deadline.py: only the deadline counts from then on) and returns; the run ends
-"detached" and nothing is terminated. Training that ends before it has started is followed to the end as usual.
+"detached" and nothing is terminated. Training that ends before it has started is followed to the end as usual,
+and so is training on a pod whose deadline is not armed (nothing would delete that pod if nobody attached).
 
 An SSH session starts with a fresh environment, so the image's ENV lines never reach training: the launch
 command exports the training process's own (engine/pod_env.py). HF_HOME, TRITON_CACHE_DIR,
@@ -102,6 +103,12 @@ class Train(BaseStage):
         else:
             self._launch(ctx, rdir)
         detach = bool(ctx.cfg.provider.get("detach")) and not resuming
+        deadline = ctx.state.outputs.get("deadline")
+        if detach and deadline is not None and not deadline.get("armed"):
+            # Detached, this pod would have nobody to delete it if the user never attaches.
+            logger.warning("provider.detach=true, but the pod's deadline is not armed (see above): nothing would "
+                           "delete the pod if you never attached, so this run follows training to the end instead")
+            detach = False
 
         follower = _Follower(ctx, resume=resuming, until_started=detach)
         try:

@@ -144,8 +144,7 @@ def test_attach_after_training_finished_fetches_and_terminates(runpod_emulator, 
 
 def test_attach_after_the_pod_was_deleted_from_the_console(runpod_emulator, workdir, run_dir):
     emu = runpod_emulator
-    with Background(*canonical(emu, workdir, "train.max_steps=100000", "train.logging_steps=20"), run_dir=run_dir,
-                    env=env_for(emu)) as bg:
+    with Background(*canonical(emu, workdir, "train.max_steps=100000"), run_dir=run_dir, env=env_for(emu)) as bg:
         bg.wait_for_training()
         bg.proc.kill()
         bg.proc.communicate()
@@ -198,3 +197,16 @@ def test_attach_to_a_folder_that_is_not_a_run_names_what_is_missing(tmp_path, mi
     run = attach(run_dir, lorapod_env())
     assert run.proc.returncode == 2, run.output
     assert f"{run_dir / missing}: is missing" in run.output
+
+
+def test_a_pod_whose_deadline_is_not_armed_is_never_left_detached(runpod_emulator, workdir, run_dir):
+    """A pod key that may do nothing: the watchdog cannot delete the pod, so detaching would leave it to bill for
+    good if nobody attached. The run follows training to the end instead, and says why."""
+    emu = runpod_emulator
+    emu.pod_key = "none"
+    run = run_lorapod(*canonical(emu, workdir, "train.max_steps=3", "provider.detach=true"), run_dir=run_dir,
+                      env=env_for(emu))
+    assert run.proc.returncode == 0, run.output
+    assert run.summary["status"] == "succeeded" and run.summary["deadline"]["armed"] is False
+    assert "the pod's deadline is not armed" in run.output and "follows training to the end" in run.output
+    assert_one_pod_and_none_left(emu, run)
