@@ -43,6 +43,30 @@ def heartbeat_file(ctx: RunContext) -> str:
     return posixpath.join(ctx.remote_dir, "heartbeat")
 
 
+def detached_file(ctx: RunContext) -> str:
+    """While this file exists on the pod, its watchdog counts only the deadline, not the heartbeat: the run was
+    detached on purpose (provider.detach=true) and nobody beats until `python -m engine.attach` picks it up."""
+    return posixpath.join(ctx.remote_dir, "detached")
+
+
+def mark_detached(ctx: RunContext) -> None:
+    """Tell the pod's watchdog the run is detached; said loudly when that fails, since the heartbeat stops next
+    and the watchdog would then delete the pod (with the training on it) after provider.heartbeat_timeout_s."""
+    out: list[str] = []
+    if ctx.transport.exec(f"touch {shlex.quote(detached_file(ctx))}", on_line=out.append) != 0:
+        raise StageError(f"could not tell the pod's watchdog that the run is detached: {' '.join(out)[-200:]}",
+                         "without it the pod is deleted once the heartbeat goes stale; run without "
+                         "provider.detach=true")
+
+
+def mark_attached(ctx: RunContext) -> None:
+    """The heartbeat counts again: touched first, so the watchdog never sees a stale one once the marker goes."""
+    command = f"touch {shlex.quote(heartbeat_file(ctx))} && rm -f {shlex.quote(detached_file(ctx))}"
+    out: list[str] = []
+    if ctx.transport.exec(command, on_line=out.append) != 0:
+        raise StageError(f"could not tell the pod's watchdog that the run is attached again: {' '.join(out)[-200:]}")
+
+
 def max_runtime_s(ctx: RunContext) -> int:
     """provider.max_runtime_s, capped by the pipeline's own limit (pipeline=preflight: a few minutes)."""
     cap = ctx.cfg.pipeline.max_runtime_s
@@ -58,6 +82,7 @@ def deadline_env(ctx: RunContext) -> dict[str, str]:
         "LORAPOD_STARTED_AT": str(int(started)),
         "LORAPOD_HEARTBEAT_FILE": heartbeat_file(ctx),
         "LORAPOD_HEARTBEAT_TIMEOUT_S": str(int(p.heartbeat_timeout_s)),
+        "LORAPOD_DETACHED_FILE": detached_file(ctx),
         "LORAPOD_API_URL": str(p.api_url),
         "LORAPOD_WATCHDOG_POLL_S": f"{float(p.watchdog_poll_s):g}",
     }

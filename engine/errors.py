@@ -61,3 +61,10 @@ class Interrupted(LorapodError):
     """Ctrl-C or SIGTERM arrived; the run stops and the always-stages still run."""
 
     exit_code = 130
+
+
+class Detached(LorapodError):
+    """Not a failure: the run returns on purpose with training going on (provider.detach=true); the pod keeps
+    running, nothing after the raising stage runs, and `python -m engine.attach RUN_DIR` picks it up."""
+
+    exit_code = 0

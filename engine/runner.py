@@ -8,6 +8,7 @@ that would do it.
 from __future__ import annotations
 
 import secrets
+import shlex
 import time
 import traceback
 from pathlib import Path
@@ -17,7 +18,7 @@ from omegaconf import DictConfig
 
 from engine import logs, signals, summary, sweep_objective, teardown
 from engine.context import RunContext
-from engine.errors import Interrupted, LorapodError
+from engine.errors import Detached, Interrupted, LorapodError
 from engine.providers.base import make_provider
 from engine.secrets import load_dotenv, redact
 from engine.state import RunState, StageRecord, now
@@ -91,6 +92,9 @@ def _run_stage_unshielded(ctx: RunContext, name: str, stage) -> BaseException | 
         try:
             stage.run(ctx)
             record.status = "succeeded"
+        except Detached as exc:  # on purpose: the stage is left for `python -m engine.attach` to finish
+            record.status, ctx.state.status = "detached", "detached"
+            logger.info(str(exc))
         except (KeyboardInterrupt, Interrupted) as exc:
             error = exc
             record.status, record.error = "interrupted", _describe(exc)
@@ -127,8 +131,8 @@ def _ensure_terminated(ctx: RunContext) -> None:
 
 
 def run(cfg: DictConfig, run_dir: Path | None = None) -> int:
-    """Run one job; returns its exit code (0 succeeded, 1 failed, 2 bad config or data). An interrupted run
-    raises SystemExit(130) once cleanup is done, so a sweep stops too."""
+    """Run one job; returns its exit code (0 succeeded or detached, 1 failed, 2 bad config or data). An
+    interrupted run raises SystemExit(130) once cleanup is done, so a sweep stops too."""
     global _objective
     _objective = None  # a job that ends early never reports the previous job's number
     run_dir = Path(run_dir or _hydra_run_dir()).resolve()
@@ -144,12 +148,22 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> int:
         ctx.provider = make_provider(ctx)
     except LorapodError as exc:
         return _finish(ctx, "failed", first=exc, stage="config")
+    return drive(ctx, stages)
 
+
+def drive(ctx: RunContext, stages: list[tuple[str, object]], resume: bool = False) -> int:
+    """Run the stages in order, then guarantee the pod is gone and write the summary. resume=True (engine.attach)
+    leaves the stages that already succeeded as they are: a resumed run does not redo them."""
     errors: list[BaseException | None] = []
     parallel.enter_job(ctx.save)
     with signals.interruptible():
         try:
             for name, stage in stages:
+                done = ctx.state.stages.get(name)
+                if resume and done is not None and done.status == "succeeded":
+                    continue
+                if ctx.state.status == "detached":
+                    break  # nothing after a detach runs, not even terminate: the pod trains on
                 if ctx.state.status != "running" and not stage.always:
                     ctx.state.stages[name] = StageRecord(status="skipped")
                     continue
@@ -159,11 +173,14 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> int:
         except (KeyboardInterrupt, Interrupted):  # between two stages
             ctx.state.status = "interrupted"
             for name, stage in stages:
-                if name not in ctx.state.stages and stage.always:
+                if stage.always and ctx.state.stages.get(name, StageRecord()).status in ("pending", "skipped"):
                     errors.append(_run_stage(ctx, name, stage))
         finally:
             with signals.shielded():  # from here on nothing may cut the cleanup or the summary short
-                _ensure_terminated(ctx)
+                if ctx.state.status == "detached":
+                    teardown.let_go(ctx)
+                else:
+                    _ensure_terminated(ctx)
                 status = "succeeded" if ctx.state.status == "running" else ctx.state.status
                 code = _finish(ctx, status, first=next((e for e in errors if e is not None), None))
     if status == "interrupted" and not parallel.in_worker():
@@ -181,13 +198,20 @@ def _finish(ctx: RunContext, status: str, first: BaseException | None = None, st
     if stage is not None:  # the run failed before any stage: the config or its checks
         ctx.state.stages[stage] = StageRecord(status="failed", error=redact(str(first)))
         logger.bind(stage=stage).error(str(first))
-    code = {"succeeded": 0, "interrupted": 130}.get(status, getattr(first, "exit_code", 1))
+    code = {"succeeded": 0, "detached": 0, "interrupted": 130}.get(status, getattr(first, "exit_code", 1))
     ctx.state.outputs["exit_code"] = code
     ctx.save()
     result = summary.write(ctx)
     _objective = sweep_objective.of(result)
     _exit_codes.append(code)
     adapter = result["paths"]["adapter"]
+    if status == "detached":
+        pod = (ctx.state.pod or {}).get("id")
+        guard = ("its own deadline deletes it after provider.max_runtime_s meanwhile"
+                 if (ctx.state.outputs.get("deadline") or {}).get("armed") else "nothing deletes it meanwhile")
+        logger.success(f"detached: training goes on on pod {pod} ({guard}); pick it up with:\n"
+                       f"    python -m engine.attach {shlex.quote(str(ctx.run_dir))}")
+        return code
     line = f"{status} in {result['seconds']:.1f}s; " + (f"adapter: {adapter}" if adapter else f"details: {ctx.run_dir / 'run.log'}")
     (logger.success if status == "succeeded" else logger.error)(line)
     return code

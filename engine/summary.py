@@ -43,6 +43,8 @@ def build(ctx: RunContext) -> dict:
         # announced were not found, when they were not
         "host_key": (state.outputs.get("host_key") or {}).get("mode"),
         "host_key_warning": (state.outputs.get("host_key") or {}).get("host_keys_missing"),
+        # python -m engine.attach: one {at, host, pid, previous_status, from_stage, command} per attach, oldest first
+        "attach": state.outputs.get("attach"),
         "preflight": state.outputs.get("preflight"),  # pipeline=preflight: one {check, status, detail} per line
         "adapter": state.outputs.get("adapter"),  # register: {id, status (active/rejected), reason, registry}
         "export": state.outputs.get("export"),  # export.ollama: the Modelfile, its FROM and ADAPTER, the Ollama name

@@ -78,6 +78,12 @@ def _manual(ctx: RunContext, pod: Pod | None) -> str:
     return hint(pod) if hint is not None else "delete it in the provider's console"
 
 
+def let_go(ctx: RunContext) -> None:
+    """A detached run leaves its pod training: stop the heartbeat and close the connection, delete nothing."""
+    _close_closers(ctx)
+    _close_transport(ctx)
+
+
 def _close_closers(ctx: RunContext) -> None:
     while ctx.closers:
         ctx.closers.pop()()

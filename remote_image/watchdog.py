@@ -7,7 +7,9 @@ process, started from boot by start.sh and again by lorapod after it connects, d
   * the deadline passes: LORAPOD_MAX_RUNTIME_S seconds after LORAPOD_STARTED_AT (or after its own start), or
   * the heartbeat goes stale: LORAPOD_HEARTBEAT_FILE, which lorapod touches over SSH, has not been touched
     for LORAPOD_HEARTBEAT_TIMEOUT_S seconds. Before the file exists, the watchdog's own start counts as the
-    last beat: a lorapod that died before it ever connected stops the pod too.
+    last beat: a lorapod that died before it ever connected stops the pod too. While LORAPOD_DETACHED_FILE
+    exists, the run was detached on purpose (provider.detach=true: nobody beats until `python -m engine.attach`
+    picks the run up), so only the deadline counts; attach touches the heartbeat, then removes that file.
 
 Credentials. RunPod puts the pod id and a pod-scoped key into the container's environment, which only PID 1
 has: an SSH session starts with a fresh one, and an image whose PID 1 is sshd loses it from /proc/1/environ
@@ -78,6 +80,8 @@ ENV_HELP = f"""environment:
   LORAPOD_HEARTBEAT_FILE       a file lorapod touches while it is alive (optional)
   LORAPOD_HEARTBEAT_TIMEOUT_S  delete the pod when that file is this many seconds old (while it does not
                                exist yet: this many seconds after the watchdog started)
+  LORAPOD_DETACHED_FILE        while this file exists the run is detached on purpose: the heartbeat is not
+                               checked, only LORAPOD_MAX_RUNTIME_S (optional)
   LORAPOD_API_URL              RunPod's REST API (default: {DEFAULT_API_URL}); GraphQL is beside it
   LORAPOD_WATCHDOG_POLL_S      seconds between checks (default: {DEFAULT_POLL_S:g})
   LORAPOD_WATCHDOG_DIR         lock, pid and status files, {CREDENTIALS} and {EXTRA_KEY} (default: {DEFAULT_DIR})
@@ -113,6 +117,15 @@ class Config:
     keys: list[Key] = field(default_factory=list)
     watch_start: float = 0.0  # this process's start: the last beat while the heartbeat file does not exist
     runpodctl: Optional[str] = None  # LORAPOD_RUNPODCTL: a runpodctl binary to use whatever the API URL
+    detached_file: Optional[str] = None  # LORAPOD_DETACHED_FILE: while it exists only the deadline counts
+
+    def detached(self) -> bool:
+        """Whether the run is detached on purpose now; a file that cannot be checked counts as not detached, so
+        the heartbeat still protects the pod."""
+        try:
+            return bool(self.detached_file) and os.path.isfile(self.detached_file)
+        except (OSError, ValueError):
+            return False
 
     @property
     def graphql_url(self) -> str:
@@ -183,6 +196,10 @@ def load_config(env: dict[str, str], now: float, environ_path: str = CONTAINER_E
     heartbeat_file = env.get("LORAPOD_HEARTBEAT_FILE") or None
     heartbeat_timeout = _seconds(env, "LORAPOD_HEARTBEAT_TIMEOUT_S")
     poll = _seconds(env, "LORAPOD_WATCHDOG_POLL_S")
+    detached_file = env.get("LORAPOD_DETACHED_FILE") or None
+    if detached_file is not None and max_runtime is None:
+        raise ConfigError("LORAPOD_DETACHED_FILE needs LORAPOD_MAX_RUNTIME_S: a detached pod is protected by its "
+                          "deadline alone")
     if max_runtime is None and heartbeat_file is None:
         raise ConfigError("nothing to watch: set LORAPOD_MAX_RUNTIME_S and/or LORAPOD_HEARTBEAT_FILE")
     if heartbeat_file is not None and heartbeat_timeout is None:
@@ -211,6 +228,7 @@ def load_config(env: dict[str, str], now: float, environ_path: str = CONTAINER_E
         keys=keys,
         watch_start=now,
         runpodctl=env.get("LORAPOD_RUNPODCTL") or None,
+        detached_file=detached_file,
     )
 
 
@@ -242,12 +260,13 @@ class Heartbeat:
         return self.last
 
 
-def reason_to_delete(cfg: Config, now: float, beat: Optional[float]) -> Optional[str]:
-    """Why the pod must go now, or None. `beat` is the heartbeat file's mtime (None: no file seen yet)."""
+def reason_to_delete(cfg: Config, now: float, beat: Optional[float], detached: bool = False) -> Optional[str]:
+    """Why the pod must go now, or None. `beat` is the heartbeat file's mtime (None: no file seen yet);
+    `detached`: the run was detached on purpose, so the heartbeat does not count, only the deadline."""
     if cfg.max_runtime_s is not None and now >= cfg.started_at + cfg.max_runtime_s:
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cfg.started_at))
         return f"deadline passed: LORAPOD_MAX_RUNTIME_S={cfg.max_runtime_s:g} counted from {started}"
-    if cfg.heartbeat_file is None:
+    if cfg.heartbeat_file is None or detached:
         return None
     if beat is None and now - cfg.watch_start > cfg.heartbeat_timeout_s:
         return (f"no heartbeat: {cfg.heartbeat_file} was never touched in the {now - cfg.watch_start:.0f}s since "
@@ -596,9 +615,15 @@ def _stop(signum, frame) -> None:
 def watch(cfg: Config) -> str:
     """Sleeps until the pod must go; returns why. A check that raises is logged and the loop goes on."""
     beat = Heartbeat(cfg)
+    was_detached = False
     while True:
         try:
-            reason = reason_to_delete(cfg, time.time(), beat.read())
+            detached = cfg.detached()
+            if detached != was_detached:
+                log(f"run detached ({cfg.detached_file} exists): only the deadline counts until it is attached"
+                    if detached else "run attached again: the heartbeat counts again")
+                was_detached = detached
+            reason = reason_to_delete(cfg, time.time(), beat.read(), detached)
             if reason is not None:
                 return reason
         except Exception as exc:  # noqa: BLE001 - see the docstring: nothing stops the watchdog

@@ -5,6 +5,17 @@ dead laptop) does not kill it: following (remote_image/follow_log.py) resumes fr
 EVENT_PREFIX are progress events (see remote_image/train_unsloth.py) and drive the progress bar; every line
 is also written to <run_dir>/train.log as it arrives (secrets redacted), so the log is home even if the pod is not.
 
+Where the following stands (lines received, bytes of the home train.log) goes into state.json as it goes
+(outputs.train_follow, at most every FOLLOW_SAVE_S and at each progress event). A run that picks training up
+again (`python -m engine.attach`, after the laptop died or a detach) finds "train_launched" in its marks, launches
+nothing, cuts the home train.log back to the recorded size and follows from the recorded line: the lines received
+after the last save are received again, so no progress line is lost and none is there twice.
+
+provider.detach=true: the stage follows until training has started (its "start" event), tells the pod's watchdog
+the run is detached (engine/deadline.py: only the deadline counts from then on) and returns; the run ends
+"detached" and nothing is terminated. Training that ends before it has started is followed to the end as usual,
+and so is training on a pod whose deadline is not armed (nothing would delete that pod if nobody attached).
+
 An SSH session starts with a fresh environment, so the image's ENV lines never reach training: the launch
 command exports the training process's own (engine/pod_env.py). HF_HOME, TRITON_CACHE_DIR,
 TORCHINDUCTOR_CACHE_DIR and UNSLOTH_COMPILE_LOCATION go under remote.cache_dir (made mode 700), which on
@@ -23,7 +34,8 @@ from collections import deque
 from loguru import logger
 
 from engine.context import RunContext
-from engine.errors import ProviderError, StageError, TransportError
+from engine.deadline import mark_detached
+from engine.errors import Detached, ProviderError, StageError, TransportError
 from engine.numbers import finite
 from engine.pod_env import check_config as check_pod_env
 from engine.pod_env import launch_exports, private_dir_command, training_env
@@ -33,6 +45,7 @@ from engine.secrets import redact
 from engine.stage import BaseStage
 from stages.upload import FOLLOWER_NAME, SCRIPT_NAME
 
+FOLLOW_SAVE_S = 1.0  # how often, at most, where the following stands goes into state.json between events
 VANISHED = 3  # follow_log.py's status when training ended without writing an exit code
 EVENT_PREFIX = "@@lorapod "  # the same constant as in remote_image/train_unsloth.py (a test keeps them equal)
 
@@ -83,6 +96,40 @@ class Train(BaseStage):
         if ctx.transport is None:
             raise StageError("no connection to the pod", "the pipeline needs a probe stage before train")
         rdir = ctx.remote_dir
+        resuming = "train_launched" in ctx.state.marks
+        if resuming:  # an earlier process launched it: pick it up, never start a second training
+            logger.info(f"training was launched by an earlier process: following {rdir}/train.log from line "
+                        f"{(ctx.state.outputs.get('train_follow') or {}).get('lines', 0) + 1}")
+        else:
+            self._launch(ctx, rdir)
+        detach = bool(ctx.cfg.provider.get("detach")) and not resuming
+        deadline = ctx.state.outputs.get("deadline")
+        if detach and deadline is not None and not deadline.get("armed"):
+            # Detached, this pod would have nobody to delete it if the user never attaches.
+            logger.warning("provider.detach=true, but the pod's deadline is not armed (see above): nothing would "
+                           "delete the pod if you never attached, so this run follows training to the end instead")
+            detach = False
+
+        follower = _Follower(ctx, resume=resuming, until_started=detach)
+        try:
+            code = self._follow(ctx, follower)
+        finally:
+            follower.close()
+            ctx.state.outputs["pod_output"] = follower.report()
+            ctx.save()
+        if code is None:  # detached: training has started and goes on without us
+            mark_detached(ctx)
+            raise Detached(f"training has started on the pod and goes on without this process "
+                           f"(provider.detach=true; log: {rdir}/train.log)")
+        ctx.state.mark("train_exited")
+        ctx.save()
+        if code != 0:
+            tail = "\n    ".join(follower.last_lines)
+            raise StageError(f"training exited with code {code}; last lines of train.log:\n    {tail}",
+                             f"full log: {ctx.run_dir / 'train.log'}")
+        logger.info(f"training finished: {follower.summary()}")
+
+    def _launch(self, ctx: RunContext, rdir: str) -> None:
         out: list[str] = []
         processes = training_processes(ctx.cfg)
         command = launch_command(rdir, ctx.remote_python, training_env(ctx), ctx.remote_cache_dir, processes)
@@ -93,26 +140,16 @@ class Train(BaseStage):
         logger.info(f"training started on the pod (log: {rdir}/train.log)"
                     + (f", {processes} data-parallel processes (torchrun)" if processes > 1 else ""))
 
-        follower = _Follower(ctx)
-        try:
-            code = self._follow(ctx, follower)
-        finally:
-            follower.close()
-            ctx.state.outputs["pod_output"] = follower.report()
-        ctx.state.mark("train_exited")
-        ctx.save()
-        if code != 0:
-            tail = "\n    ".join(follower.last_lines)
-            raise StageError(f"training exited with code {code}; last lines of train.log:\n    {tail}",
-                             f"full log: {ctx.run_dir / 'train.log'}")
-        logger.info(f"training finished: {follower.summary()}")
-
-    def _follow(self, ctx: RunContext, follower: _Follower) -> int:
+    def _follow(self, ctx: RunContext, follower: _Follower) -> int | None:
+        """The training's exit code, or None when the follower stopped on purpose once training started (detach)."""
         rdir, lost_at = ctx.remote_dir, None
         while True:
             try:
-                status = ctx.transport.exec(follow_command(rdir, ctx.remote_python, follower.lines_seen + 1),
-                                            on_line=follower.line)
+                try:
+                    status = ctx.transport.exec(follow_command(rdir, ctx.remote_python, follower.lines_seen + 1),
+                                                on_line=follower.line)
+                except _Started:
+                    return None
                 code = _read_exit_code(ctx, rdir)
                 if code is not None:
                     return code
@@ -182,6 +219,10 @@ def _read_event(payload: str) -> tuple[dict | None, str | None]:
     return event, None
 
 
+class _Started(Exception):
+    """Raised from the line callback to stop following once training has started (provider.detach=true)."""
+
+
 class _Follower:
     """Turns streamed log lines into the progress bar, run.log lines and a home copy of train.log.
 
@@ -191,13 +232,23 @@ class _Follower:
     most engine.transport.base.MAX_LINE long: the transport cut it)."""
 
     def __init__(self, ctx: RunContext, run_log_budget: int = POD_OUTPUT_IN_RUN_LOG,
-                 home_log_budget: int = HOME_TRAIN_LOG_MAX):
+                 home_log_budget: int = HOME_TRAIN_LOG_MAX, resume: bool = False, until_started: bool = False):
         self.ctx = ctx
         self.lines_seen = 0
         self.last_lines: deque[str] = deque(maxlen=20)
         self.bar = ProgressBar()
         self.events: dict[str, dict] = {}
-        self.log = open(ctx.run_dir / "train.log", "a", encoding="utf-8")
+        path = ctx.run_dir / "train.log"
+        if resume:  # back to where state.json says we were: what came after is received again
+            where = ctx.state.outputs.get("train_follow") or {}
+            self.lines_seen, kept = int(where.get("lines") or 0), int(where.get("bytes") or 0)
+            if path.exists() and path.stat().st_size > kept:
+                with open(path, "r+b") as fh:
+                    fh.truncate(kept)
+            home_log_budget -= kept
+        self.log = open(path, "a", encoding="utf-8")
+        self.until_started = until_started
+        self._saved_at = 0.0
         self.run_log_budget, self.home_log_budget = run_log_budget, home_log_budget
         self.bad_events: dict[str, int] = {}  # problem -> how many lines had it
         self.longest_line = 0  # in characters: what the transport let through
@@ -209,7 +260,25 @@ class _Follower:
         if not text.startswith(EVENT_PREFIX):
             self.last_lines.append(text)
             self._to_run_log(text)
+            self._record_position()
             return
+        self._event(text)
+        self._record_position(now=True)
+        if self.until_started and "start" in self.events:
+            raise _Started()
+
+    def _record_position(self, now: bool = False) -> None:
+        """state.json learns how far the following got: what a later attach resumes from (lines received, and
+        the home train.log's size after them, written together)."""
+        moment = time.monotonic()
+        if not now and moment - self._saved_at < FOLLOW_SAVE_S:
+            return
+        self._saved_at = moment
+        self.log.flush()
+        self.ctx.state.outputs["train_follow"] = {"lines": self.lines_seen, "bytes": self.log.tell()}
+        self.ctx.save()
+
+    def _event(self, text: str) -> None:
         event, problem = _read_event(text[len(EVENT_PREFIX):])
         if problem is not None:
             self.bad_events[problem] = self.bad_events.get(problem, 0) + 1
@@ -260,4 +329,6 @@ class _Follower:
 
     def close(self) -> None:
         self.bar.close()
+        if not self.log.closed:
+            self._record_position(now=True)
         self.log.close()

@@ -335,3 +335,31 @@ def test_the_watchdog_needs_nothing_but_the_standard_library():
     code = f"import sys; sys.argv=['watchdog.py', '--help']; exec(open({WATCHDOG!r}).read())"
     done = subprocess.run([sys.executable, "-S", "-I", "-c", code], capture_output=True, text=True, timeout=WAIT_S)
     assert done.returncode == 0, done.stderr
+
+
+# --- a run detached on purpose (provider.detach=true) -------------------------------------------------------------
+
+def test_a_detached_run_keeps_only_the_deadline(watchdog_module, tmp_path):
+    """Nobody beats while a run is detached: its marker file makes the heartbeat not count, and the deadline still
+    does. Once attach removes the marker, a stale heartbeat counts again."""
+    beat, marker = tmp_path / "beat", tmp_path / "detached"
+    beat.touch()
+    os.utime(beat, (1000.0, 1000.0))
+    cfg = config(watchdog_module, LORAPOD_HEARTBEAT_FILE=beat, LORAPOD_HEARTBEAT_TIMEOUT_S=60,
+                 LORAPOD_MAX_RUNTIME_S=5000, LORAPOD_STARTED_AT=1000, LORAPOD_DETACHED_FILE=marker)
+    assert cfg.detached() is False
+    assert "heartbeat stale" in watchdog_module.reason_to_delete(cfg, 2000.0, 1000.0, cfg.detached())
+    marker.touch()
+    assert cfg.detached() is True
+    assert watchdog_module.reason_to_delete(cfg, 2000.0, 1000.0, cfg.detached()) is None
+    assert watchdog_module.reason_to_delete(cfg, 2000.0, None, cfg.detached()) is None  # no beat ever: still fine
+    assert "deadline passed" in watchdog_module.reason_to_delete(cfg, 6000.0, 1000.0, cfg.detached())
+    marker.unlink()
+    assert "heartbeat stale" in watchdog_module.reason_to_delete(cfg, 2000.0, 1000.0, cfg.detached())
+
+
+def test_a_detached_file_without_a_deadline_is_refused(watchdog_module, tmp_path):
+    """A detached pod with no deadline would be watched by nothing at all."""
+    with pytest.raises(watchdog_module.ConfigError, match="LORAPOD_DETACHED_FILE needs LORAPOD_MAX_RUNTIME_S"):
+        config(watchdog_module, LORAPOD_HEARTBEAT_FILE=tmp_path / "beat", LORAPOD_HEARTBEAT_TIMEOUT_S=60,
+               LORAPOD_DETACHED_FILE=tmp_path / "detached")

@@ -93,7 +93,8 @@ def test_follow_log_cuts_a_long_line_and_counts_it_once_when_started_again(tmp_p
 
 def follower(tmp_path: Path, **budgets) -> _Follower:
     (tmp_path / "run").mkdir()
-    ctx = SimpleNamespace(run_dir=tmp_path / "run", state=RunState(run_id="t"), remote_dir="/pod/run")
+    ctx = SimpleNamespace(run_dir=tmp_path / "run", state=RunState(run_id="t"), remote_dir="/pod/run",
+                          save=lambda: None)
     return _Follower(ctx, **budgets)
 
 
