@@ -109,7 +109,7 @@ def seconds_left(ctx: RunContext) -> int | None:
     price = price_per_hour(ctx)[0]
     if bound is None or price <= 0:
         return None
-    return max(0, int(bound[0] / price * 3600))
+    return max(0, int(round(bound[0] / price * 3600, 6)))  # floored: never a second the budget does not buy
 
 
 def reached_message(ctx: RunContext) -> str:
