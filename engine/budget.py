@@ -106,8 +106,10 @@ def seconds_left(ctx: RunContext) -> int | None:
     """How long the limit keeps the pod, counted from its request (the deadline's start), at the dearest price
     it may have; None without a limit or a price."""
     bound = limit(ctx)
+    if bound is None:
+        return None
     price = price_per_hour(ctx)[0]
-    if bound is None or price <= 0:
+    if price <= 0:
         return None
     return max(0, int(round(bound[0] / price * 3600, 6)))  # floored: never a second the budget does not buy
 

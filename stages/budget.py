@@ -145,6 +145,7 @@ class Settle(BaseStage):
             usd, source = 0.0, "refused before renting"
         else:
             usd, source = spent(ctx)
+        line.setdefault("limit_usd", None)  # null: nothing limited this run
         line.update(spent_usd=round(usd, 6), source=source)
         if line.get("ledger") and ctx.state.status != "refused":
             ledger.settle(Path(line["ledger"]), line["job"], usd, source)

@@ -134,3 +134,10 @@ def test_the_watcher_sends_nothing_when_no_handler_would_catch_it(tmp_path):
     finally:
         watcher.stop()
     assert watcher.reached
+
+
+def test_a_negative_budget_is_a_config_error_naming_its_key():
+    from stages.budget import Budget
+
+    cfg = OmegaConf.create({"budget": {"max_usd": -1.0, "sweep_max_usd": 0.0}})
+    assert [key for key, _ in Budget.check_config(cfg)] == ["budget.max_usd"]
