@@ -6,7 +6,8 @@ left is refused (status "refused", exit code 2) before it rents anything. Then s
 which stops the run when its spend reaches its limit: budget.max_usd, or the reservation when that is less.
 
 `settle` (always, after cost): replace the reservation by what the job cost: the provider's bill when it is
-known (cost_usd_actual), else our estimate (billed time x price); 0 for a job that never rented. Its line is
+known (cost_usd_actual), else our estimate (billed time x price); 0 for a job that never rented. A pod still
+up (provider.detach) keeps the whole reservation: it bills on, held to it by its own deadline. Its line is
 run-summary.json's "budget": {limit_usd, spent_usd, source, ...}.
 
 The estimate reserved is the plan's usd_high (stages/plan.py). Without a plan: the dearest price x the pod's
@@ -147,6 +148,13 @@ class Settle(BaseStage):
             usd, source = spent(ctx)
         line.setdefault("limit_usd", None)  # null: nothing limited this run
         line.update(spent_usd=round(usd, 6), source=source)
+        pod = ctx.state.pod or {}
+        if pod and not pod.get("terminated") and "pod_terminated" not in ctx.state.marks:
+            # Still billing (provider.detach, or a delete that failed): the job keeps its whole reservation, which
+            # the pod's deadline holds it to.
+            line["source"] = f"so far ({source}); pod {pod.get('id')} is still up, so its reservation stays"
+            ctx.save()
+            return
         if line.get("ledger") and ctx.state.status != "refused":
             ledger.settle(Path(line["ledger"]), line["job"], usd, source)
             logger.info(f"budget: job {line['job']} settled at ${usd:.4f} ({source})")

@@ -141,3 +141,36 @@ def test_a_negative_budget_is_a_config_error_naming_its_key():
 
     cfg = OmegaConf.create({"budget": {"max_usd": -1.0, "sweep_max_usd": 0.0}})
     assert [key for key, _ in Budget.check_config(cfg)] == ["budget.max_usd"]
+
+
+def settled(tmp_path, pod=None, marks=None, cost=None) -> tuple[dict, dict]:
+    """Settle one job of a ledger that reserved $1 for it; returns (its summary line, its ledger line)."""
+    from engine.sweep import ledger
+    from stages.budget import Settle
+
+    path = tmp_path / ledger.FILENAME
+    ledger.reserve(path, "0", 1.0, 5.0)
+    ctx = context(tmp_path, max_usd=1.0)
+    ctx.state.outputs["budget"] = {"ledger": str(path), "job": "0", "reserved_usd": 1.0}
+    ctx.state.pod, ctx.state.marks = pod, dict(marks or {})
+    if cost is not None:
+        ctx.state.outputs["cost"] = cost
+    Settle().run(ctx)
+    return ctx.state.outputs["budget"], ledger.read(path)["jobs"]["0"]
+
+
+def test_settle_takes_the_bill_then_the_estimate_then_zero(tmp_path):
+    pod = {"id": "p1", "price_per_hour": 36.0, "terminated": True}
+    line, entry = settled(tmp_path / "a", pod=pod, marks={"pod_requested": 0.0, "pod_terminated": 100.0},
+                          cost={"actual_usd": 0.9})
+    assert (line["spent_usd"], entry["status"], entry["spent_usd"]) == (0.9, "settled", 0.9)
+    line, entry = settled(tmp_path / "b", pod=pod, marks={"pod_requested": 0.0, "pod_terminated": 100.0})
+    assert entry["spent_usd"] == pytest.approx(1.0) and line["source"].startswith("estimate: 100s x $36.00/h")
+    line, entry = settled(tmp_path / "c")
+    assert (entry["spent_usd"], line["source"]) == (0.0, "nothing was rented")
+
+
+def test_a_pod_still_up_keeps_its_reservation(tmp_path):
+    line, entry = settled(tmp_path, pod={"id": "p1", "price_per_hour": 36.0}, marks={"pod_requested": time.time()})
+    assert entry["status"] == "reserved" and entry["reserved_usd"] == 1.0
+    assert "still up" in line["source"]
