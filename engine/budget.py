@@ -164,7 +164,7 @@ class Watcher:
         if not self.reached:
             self.reached = True
             self.message = reached_message(self.ctx)
-            record(self.ctx)["reached"] = self.message
+            record(self.ctx)["reached"] = self.message  # an existing key (stages/budget.py): no resize mid-dump
             logger.warning(self.message)
         return self.ctx.state.status == "running"  # once the run stopped, cleanup needs no more nudging
 

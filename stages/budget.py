@@ -97,7 +97,9 @@ class Budget(BaseStage):
         bound = budget.limit(ctx)
         if bound is None:
             return
-        line.update(limit_usd=round(bound[0], 6), limit_source=bound[1])
+        # "reached" exists before the watcher thread sets it: a key added while state.json is written would
+        # change the dict's size under json.dumps in the main thread
+        line.update(limit_usd=round(bound[0], 6), limit_source=bound[1], reached=None)
         ctx.save()
         logger.info(f"budget: at most ${bound[0]:.4f} ({bound[1]}); the run stops when its spend reaches it")
         watcher = budget.Watcher(ctx).start()
