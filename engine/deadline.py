@@ -25,6 +25,7 @@ import time
 
 from loguru import logger
 
+from engine import budget
 from engine.closure import stdlib_python
 from engine.context import PROJECT_ROOT, RunContext
 from engine.errors import StageError, TransportError
@@ -68,10 +69,16 @@ def mark_attached(ctx: RunContext) -> None:
 
 
 def max_runtime_s(ctx: RunContext) -> int:
-    """provider.max_runtime_s, capped by the pipeline's own limit (pipeline=preflight: a few minutes)."""
-    cap = ctx.cfg.pipeline.max_runtime_s
-    limit = int(ctx.cfg.provider.max_runtime_s)
-    return min(limit, int(cap)) if cap else limit
+    """provider.max_runtime_s, capped by the pipeline's own limit (pipeline=preflight: a few minutes) and by
+    what the run's budget buys at the dearest price its pod may have (engine/budget.py): the pod deletes itself
+    before it can spend past budget.max_usd, even when this machine is dead."""
+    caps = [int(ctx.cfg.provider.max_runtime_s)]
+    if ctx.cfg.pipeline.max_runtime_s:
+        caps.append(int(ctx.cfg.pipeline.max_runtime_s))
+    bought = budget.seconds_left(ctx)
+    if bought is not None:
+        caps.append(bought)
+    return min(caps)
 
 
 def deadline_env(ctx: RunContext) -> dict[str, str]:

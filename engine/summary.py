@@ -37,6 +37,8 @@ def build(ctx: RunContext) -> dict:
         # What the provider billed (stages/cost.py): null when it is not known (yet): see cost.note
         "cost_usd_actual": (state.outputs.get("cost") or {}).get("actual_usd"),
         "cost": state.outputs.get("cost"),  # {actual_usd, source, note}
+        # stages/budget.py: {limit_usd, limit_source, spent_usd, source, reached, and in a sweep ledger, job, reserved_usd}
+        "budget": state.outputs.get("budget"),
         "overhead": state.outputs.get("overhead"),
         "deadline": state.outputs.get("deadline"),  # the pod's watchdog: armed, with which credential and ways
         # pinned_from_log | first_contact | known_hosts; host_key_warning: why keys the image should have

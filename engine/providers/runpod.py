@@ -45,6 +45,11 @@ GONE = ("TERMINATED",)
 HOST_KEY_WAIT_S = 30.0  # how long to look in a fresh pod's log for the host keys its start script prints
 
 
+def _pod_price(gpu: dict) -> float:
+    """The configured price of a whole pod: gpu.price_per_hour is per GPU, RunPod's pod `cost` is the pod's."""
+    return float(gpu.get("price_per_hour") or 0.0) * max(_count(gpu), 1)
+
+
 def gpu_option(name: str) -> dict:
     """A gpu config option by name (conf/gpu/<name>.yaml), for fallbacks."""
     path = PROJECT_ROOT / "conf" / "gpu" / f"{name}.yaml"
@@ -352,7 +357,7 @@ class RunPodProvider:
 
     def _pod(self, info: dict, gpu: dict, cloud: str) -> Pod:
         return Pod(id=info["id"], name=info.get("name") or self._spec.name, provider=self.name, gpu=gpu["id"],
-                   cloud=cloud, price_per_hour=float(info.get("cost") or gpu.get("price_per_hour") or 0.0))
+                   cloud=cloud, price_per_hour=float(info.get("cost") or _pod_price(gpu)))
 
     # -- ready ----------------------------------------------------------------------------------------
 
