@@ -40,6 +40,7 @@ class RunRow:
     price_per_hour: float | None = None
     pod_created_at: float | None = None
     pod_terminated_at: float | None = None
+    create_sent: bool = False  # a create went out: a pod named pod_name may exist even with no pod recorded
     ended_at: float | None = None
     last_write: float | None = None  # state.json's mtime: the last moment the run is known to have been alive
     elapsed_s: float | None = None
@@ -118,6 +119,10 @@ def _str(value) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _pid(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
 def _dict(value) -> dict:
     return value if isinstance(value, dict) else {}
 
@@ -153,12 +158,13 @@ def _row(folder: Path, state: dict, mtime: float | None, source: str) -> RunRow:
     result = _dict(outputs.get("result")) or _dict(state.get("metrics"))  # run-summary.json names it metrics
     adapter = _dict(outputs.get("adapter")) or _dict(state.get("adapter"))
     row = RunRow(folder=str(folder), run_id=run_id, started_at=started, status=status, recorded_status=recorded,
-                 process=alive, owner={k: v for k, v in owner.items() if k in ("host", "pid")},
+                 process=alive, owner={"host": _str(owner.get("host")), "pid": _pid(owner.get("pid"))},
                  stage=_stage(_dict(state.get("stages"))), pod_id=_str(pod.get("id")),
                  pod_name=_str(pod.get("name")) or (PREFIX + run_id if run_id else None),
                  pod_terminated=pod.get("terminated") if isinstance(pod.get("terminated"), bool) else None,
                  price_per_hour=_num(pod.get("price_per_hour")), pod_created_at=_num(marks.get("pod_created")),
                  pod_terminated_at=_num(marks.get("pod_terminated")),
+                 create_sent=_num(marks.get("create_sent")) is not None,
                  ended_at=_num(state.get("ended_at")), last_write=mtime,
                  eval_loss_before=_num(result.get("eval_loss_before")),
                  eval_loss_after=_num(result.get("eval_loss_after")),

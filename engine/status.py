@@ -79,7 +79,7 @@ def owners(pods: list[dict], rows: list[RunRow]) -> dict[str, RunRow]:
     by_name = {r.pod_name: r for r in reversed(rows) if r.pod_name}
     found = {}
     for pod in pods:
-        row = by_id.get(pod.get("id")) or by_name.get(pod.get("name"))
+        row = by_id.get(str(pod.get("id"))) or by_name.get(str(pod.get("name")))
         if row is not None:
             found[str(pod.get("id"))] = row
     return found
@@ -108,7 +108,7 @@ def run_notes(rows: list[RunRow]) -> list[str]:
         name = row.run_id or row.folder
         attach = f"python -m engine.attach {row.folder}"
         if row.status == "stale":
-            pod = ("nothing was rented" if row.pod_id is None and row.pod_created_at is None else
+            pod = ("nothing was rented" if row.pod_id is None and not row.create_sent else
                    f"its pod {row.pod_id or row.pod_name} is gone" if row.pod_live is False or row.pod_terminated else
                    f"its pod {row.pod_id or row.pod_name} may still bill")
             notes.append(f"{name}: state.json says running (stage {row.stage}) but its process "

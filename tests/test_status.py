@@ -28,7 +28,11 @@ def status(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
 
 def as_json(cwd: Path, *args: str, **env: str) -> tuple[dict, subprocess.CompletedProcess]:
     proc = status(cwd, "--json", *args, **env)
-    return json.loads(proc.stdout), proc
+    return json.loads(proc.stdout, parse_constant=_strict), proc
+
+
+def _strict(name: str):
+    raise ValueError(f"{name} is not JSON (RFC 8259): a script's parser would refuse the output")
 
 
 def dead_owner() -> dict:
@@ -222,7 +226,8 @@ def test_hostile_and_garbled_run_folders_are_one_warning_each(tmp_path):
         (runs / name / "state.json").write_text(json.dumps(state))
     (runs / "nan").mkdir()
     (runs / "nan" / "state.json").write_text('{"run_id": "nan", "status": "failed", "started_at": NaN, '
-                                             '"ended_at": Infinity, "marks": {"pod_created": -Infinity}}')
+                                             '"ended_at": Infinity, "marks": {"pod_created": -Infinity}, '
+                                             '"owner": {"host": NaN, "pid": Infinity}}')
     good = save_state(runs / "good", "20260101-000000-good", "succeeded", ended_at=time.time())
     os.mkfifo(runs / "good" / "run.log")  # the logs are never read: this one would hang the reader
     fallback = runs / "fallback"
