@@ -101,7 +101,7 @@ def pod_note(pod: dict, row: RunRow | None, reap: str) -> str:
     return f"its run ended ({row.status}) but the pod is still up: delete with {delete}"
 
 
-def run_notes(rows: list[RunRow]) -> list[str]:
+def run_notes(rows: list[RunRow], reap: str) -> list[str]:
     """What a person should know about runs that need them: stale ones, detached ones."""
     notes = []
     for row in rows:
@@ -111,8 +111,10 @@ def run_notes(rows: list[RunRow]) -> list[str]:
             pod = ("nothing was rented" if row.pod_id is None and not row.create_sent else
                    f"its pod {row.pod_id or row.pod_name} is gone" if row.pod_live is False or row.pod_terminated else
                    f"its pod {row.pod_id or row.pod_name} may still bill")
+            delete = f", or {reap} --pod {row.pod_id} deletes it" if row.pod_id and row.pod_live is not False and \
+                not row.pod_terminated else ""
             notes.append(f"{name}: state.json says running (stage {row.stage}) but its process "
-                         f"(pid {row.owner.get('pid')}) is gone; {pod}: {attach} picks it up")
+                         f"(pid {row.owner.get('pid')}) is gone; {pod}: {attach} picks it up{delete}")
         elif row.status == "detached":
             notes.append(f"{name}: detached; {attach} follows it to the end")
         elif row.status == "running?":
@@ -168,7 +170,9 @@ def run_cells(row: RunRow, root: Path) -> tuple[str, ...]:
     pod = row.pod_id or "-"
     if row.pod_id and row.pod_live:
         pod += " (up)"
-    adapter = f"{row.adapter_id} ({row.adapter_status})" if row.adapter_id else "-"
+    # The registry names an adapter after its run: then its gate status says all
+    adapter = "-" if not row.adapter_id else row.adapter_status or "?" if row.adapter_id == row.run_id else \
+        f"{row.adapter_id} ({row.adapter_status})"
     return tuple(_clean(c) for c in (row.run_id or "?", _started(row.started_at), row.status, row.stage or "-",
                                      pod, _duration(row.elapsed_s), _cost(row), _loss(row), adapter,
                                      _relative(row.folder, root)))
@@ -257,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
     else:
         print(table([run_cells(r, root) for r in rows], COLUMNS) if rows else f"no runs under {root}")
-        for line in run_notes(rows):
+        for line in run_notes(rows, reap):
             print(_clean(line, 10_000))
         if pods is not None:
             print()
@@ -274,4 +278,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # `| head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from engine.state import RunState, StageRecord
-from tests.conftest import PYTHON, REPO, Background, fake_key, lorapod_env, run_lorapod
+from tests.conftest import PYTHON, REPO, Background, fake_key, lorapod_env, run_lorapod, wait_for
 
 RTX4090 = "NVIDIA GeForce RTX 4090"
 
@@ -85,7 +85,9 @@ def test_a_succeeded_and_a_failed_local_run(default_run, tmp_path):
     assert lines[0].split()[:4] == ["run", "started", "status", "stage"]
     assert lines[2].split()[0] == bad["run_id"] and " failed " in lines[2] and " train " in lines[2]
     loss = f"{good['eval_loss_before']:.3f} -> {good['eval_loss_after']:.3f}"
-    assert lines[3].split()[0] == good["run_id"] and loss in lines[3] and good["adapter_id"] in lines[3]
+    assert good["adapter_id"] == good["run_id"], "the registry names an adapter after its run"
+    assert lines[3].split()[0] == good["run_id"] and loss in lines[3]
+    assert lines[3].split()[-2] == good["adapter_status"], lines[3]
     assert "live pods: not shown: RUNPOD_API_KEY is not set" in text.stdout
 
 
@@ -94,7 +96,8 @@ def test_a_run_whose_process_was_killed_is_stale(tmp_path):
     run_dir = runs / "2026-11-29" / "12-00-00"
     with Background("train.max_steps=100000", "train.logging_steps=10", run_dir=run_dir) as bg:
         try:
-            bg.wait_for_training()
+            # Training launched on the "pod" (its pid file is there): run.py is in its train stage.
+            wait_for(lambda: any(run_dir.glob("pod/*/train.pid")), 600, "the training to launch")
             out, _ = as_json(tmp_path)
             [row] = out["runs"]
             assert (row["status"], row["process"], row["stage"]) == ("running", "alive", "train"), row
@@ -148,6 +151,7 @@ def test_live_pods_each_with_the_run_that_owns_it(runpod_emulator, tmp_path):
     runs = tmp_path / "runs"
     by_id, by_name = _create(emu, "lorapod-20260101-000000-aaaa"), _create(emu, "lorapod-20260101-000000-bbbb")
     orphan, foreign = _create(emu, "lorapod-20260101-000000-else"), _create(emu, "not-ours")
+    detached = _create(emu, "lorapod-20260101-000000-cccc")
     try:
         created = time.time() - 600
         # A run that failed and could not delete its pod (state.json has the pod), and one killed right after its
@@ -160,13 +164,16 @@ def test_live_pods_each_with_the_run_that_owns_it(runpod_emulator, tmp_path):
         killed = runs / "2026-01-01" / "00-00-01"
         save_state(killed, "20260101-000000-bbbb", "running", owner=dead_owner(), marks={"create_sent": created},
                    stages={"deploy": StageRecord(status="running", started_at=created)})
+        away = runs / "2026-01-01" / "00-00-02"  # returned on purpose while the pod trains (provider.detach=true)
+        save_state(away, "20260101-000000-cccc", "detached", owner=dead_owner(), ended_at=time.time(),
+                   pod={"id": detached, "name": "lorapod-20260101-000000-cccc", "provider": "runpod"})
         price = httpx.get(f"{emu.url}/pods/{by_id}", headers={"Authorization": f"Bearer {emu.api_key}"}).json()["cost"]
         before = time.time()
         out, proc = as_json(tmp_path, "--api-url", emu.url, RUNPOD_API_KEY=emu.api_key)
         after = time.time()
         assert proc.returncode == 0 and out["error"] is None, proc.stderr
         pods = {p["id"]: p for p in out["pods"]}
-        assert set(pods) == {by_id, by_name, orphan} and out["other_pods"] == 1
+        assert set(pods) == {by_id, by_name, orphan, detached} and out["other_pods"] == 1
         assert pods[by_id]["run_folder"] == str(failed)
         assert "ended (failed) but the pod is still up" in pods[by_id]["note"]
         reap = f"python -m engine.reap --api-url {emu.url} --pod"
@@ -181,6 +188,8 @@ def test_live_pods_each_with_the_run_that_owns_it(runpod_emulator, tmp_path):
         assert aaaa["pod_live"] is True and aaaa["cost_kind"] == "live"
         assert (before - created) / 3600 * price - 1e-4 <= aaaa["cost_usd"] <= (after - created) / 3600 * price + 1e-4
         assert rows["20260101-000000-bbbb"]["status"] == "stale"
+        assert rows["20260101-000000-cccc"]["status"] == "detached", "a process that returned on purpose is not stale"
+        assert pods[detached]["note"] == f"detached on purpose: python -m engine.attach {away} follows it to the end"
 
         text = status(tmp_path, "--api-url", emu.url, RUNPOD_API_KEY=emu.api_key)
         assert text.returncode == 0, text.stderr
@@ -188,9 +197,9 @@ def test_live_pods_each_with_the_run_that_owns_it(runpod_emulator, tmp_path):
         assert "no run here owns it" in orphan_line
         assert foreign not in text.stdout and "1 other pod(s)" in text.stdout
         assert emu.api_key not in text.stdout + text.stderr
-        assert {p.id for p in emu.live_pods()} == {by_id, by_name, orphan, foreign}, "status deletes nothing"
+        assert {p.id for p in emu.live_pods()} == {by_id, by_name, orphan, foreign, detached}, "status deletes nothing"
     finally:
-        for pod_id in (by_id, by_name, orphan, foreign):
+        for pod_id in (by_id, by_name, orphan, foreign, detached):
             emu.terminate(pod_id)
 
 
