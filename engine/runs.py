@@ -20,7 +20,6 @@ from engine import process
 MAX_DEPTH = 6
 MAX_BYTES = 8 << 20  # a state.json is kilobytes; one this big is not ours to parse
 RUN_FILES = ("state.json", "run-summary.json")
-ENDED = ("succeeded", "failed", "interrupted", "refused")
 PREFIX = "lorapod-"  # engine/context.py's pod name: lorapod-<run id>
 
 
@@ -169,9 +168,13 @@ def _row(folder: Path, state: dict, mtime: float | None, source: str) -> RunRow:
                  eval_loss_before=_num(result.get("eval_loss_before")),
                  eval_loss_after=_num(result.get("eval_loss_after")),
                  adapter_id=_str(adapter.get("id")), adapter_status=_str(adapter.get("status")), source=source)
-    row.cost_usd = _num(cost.get("actual_usd")) if source == "state.json" else _num(state.get("cost_usd_actual"))
-    if row.cost_usd is not None:
-        row.cost_kind = "actual"
+    if source == "state.json":
+        row.cost_usd = _num(cost.get("actual_usd"))
+        row.cost_kind = "actual" if row.cost_usd is not None else None
+    else:  # run-summary.json has no marks to estimate from: its own figures
+        actual, estimate = _num(state.get("cost_usd_actual")), _num(state.get("cost_usd_estimate"))
+        row.cost_usd, row.cost_kind = (actual, "actual") if actual is not None else \
+            (estimate, "estimate") if estimate is not None else (None, None)
     return row
 
 
@@ -206,7 +209,7 @@ def settle(row: RunRow, live_pods: dict[str, dict] | None, now: float | None = N
         row.pod_live = live is not None
     price = _num((live or {}).get("cost")) if live else None
     price = price if price else row.price_per_hour
-    if row.cost_kind == "actual" or row.pod_created_at is None or price is None:
+    if row.cost_usd is not None or row.pod_created_at is None or price is None:
         return
     if row.pod_terminated_at is not None:
         end, kind = row.pod_terminated_at, "estimate"

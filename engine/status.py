@@ -187,6 +187,13 @@ def pod_cells(pod: dict, row: RunRow | None, reap: str) -> tuple[str, ...]:
         _duration(uptime), (row.run_id or row.folder) if row else "-", pod_note(pod, row, reap))))
 
 
+def pod_json(pod: dict, row: RunRow | None, reap: str) -> dict:
+    runtime = pod.get("runtime") if isinstance(pod.get("runtime"), dict) else {}
+    return {"id": pod.get("id"), "name": pod.get("name"), "status": pod.get("status"), "cost_per_hour": pod.get("cost"),
+            "uptime_s": runtime.get("uptime"), "run_id": row.run_id if row else None,
+            "run_folder": row.folder if row else None, "note": pod_note(pod, row, reap)}
+
+
 def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
@@ -204,9 +211,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from engine.secrets import add_secret_name, load_dotenv, redact
-
     from loguru import logger
+
+    from engine.secrets import add_secret_name, load_dotenv, redact
 
     args = parser().parse_args(argv)
     logger.remove()  # the API client's retry lines are run.log material; here the outcome is one line
@@ -250,12 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"warning: {_CONTROL.sub('?', warning)}\n")
     if args.json:
         out = {"runs_dir": str(root), "runs": [r.to_json() for r in rows], "warnings": warnings,
-               "pods": None if pods is None else [
-                   {"id": p.get("id"), "name": p.get("name"), "status": p.get("status"), "cost_per_hour": p.get("cost"),
-                    "uptime_s": (p.get("runtime") or {}).get("uptime") if isinstance(p.get("runtime"), dict) else None,
-                    "run_id": owned[str(p.get("id"))].run_id if str(p.get("id")) in owned else None,
-                    "run_folder": owned[str(p.get("id"))].folder if str(p.get("id")) in owned else None,
-                    "note": pod_note(p, owned.get(str(p.get("id"))), reap)} for p in ours],
+               "pods": None if pods is None else [pod_json(p, owned.get(str(p.get("id"))), reap) for p in ours],
                "other_pods": None if pods is None else len(pods) - len(ours),
                "pods_note": note, "error": error}
         sys.stdout.write(json.dumps(out, indent=2) + "\n")

@@ -243,7 +243,8 @@ def test_hostile_and_garbled_run_folders_are_one_warning_each(tmp_path):
     fallback.mkdir()
     (fallback / "state.json").write_text("{")
     (fallback / "run-summary.json").write_text(json.dumps({"run_id": "from-summary", "status": "interrupted",
-                                                           "metrics": {"eval_loss_before": 2.5}}))
+                                                           "metrics": {"eval_loss_before": 2.5},
+                                                           "cost_usd_estimate": 0.12, "cost_usd_actual": None}))
 
     out, proc = as_json(tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -259,6 +260,7 @@ def test_hostile_and_garbled_run_folders_are_one_warning_each(tmp_path):
     assert rows["nan"]["started_at"] is None and rows["nan"]["cost_usd"] is None
     assert rows["fallback"]["status"] == "interrupted" and rows["fallback"]["eval_loss_before"] == 2.5
     assert rows["fallback"]["source"] == "run-summary.json"
+    assert (rows["fallback"]["cost_usd"], rows["fallback"]["cost_kind"]) == (0.12, "estimate")
 
     text = status(tmp_path)
     assert text.returncode == 0 and "\x1b" not in text.stdout + text.stderr and "\x07" not in text.stdout
