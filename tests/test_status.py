@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -51,12 +50,11 @@ def save_state(folder: Path, run_id: str, status: str, **fields) -> RunState:
     return state
 
 
-def test_a_succeeded_and_a_failed_local_run(default_run, tmp_path):
+def test_a_succeeded_and_a_failed_local_run(tmp_path):
     runs = tmp_path / "runs"
     done = runs / "2026-11-29" / "10-00-00"
-    done.mkdir(parents=True)
-    for name in ("state.json", "run-summary.json"):  # the real run's files; the rest is never read
-        shutil.copy(default_run.run_dir / name, done / name)
+    succeeded = run_lorapod("train.max_steps=2", run_dir=done)
+    assert succeeded.proc.returncode == 0, succeeded.output
     failed_dir = runs / "multirun" / "2026-11-29" / "11-00-00" / "0"
     failed = run_lorapod("pipeline.stages.train._target_=tests.fixtures.stages.Boom", run_dir=failed_dir)
     assert failed.proc.returncode == 1, failed.output
@@ -67,7 +65,7 @@ def test_a_succeeded_and_a_failed_local_run(default_run, tmp_path):
     bad, good = out["runs"]
     assert bad["run_id"] == failed.summary["run_id"] and bad["status"] == "failed" and bad["stage"] == "train"
     assert bad["eval_loss_after"] is None and bad["adapter_id"] is None and bad["pod_terminated"] is True
-    summary, state = default_run.summary, default_run.state
+    summary, state = succeeded.summary, succeeded.state
     assert good["run_id"] == summary["run_id"] and good["status"] == "succeeded" and good["process"] is None
     assert good["eval_loss_before"] == summary["metrics"]["eval_loss_before"]
     assert good["eval_loss_after"] == summary["metrics"]["eval_loss_after"]
