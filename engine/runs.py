@@ -151,7 +151,7 @@ def _row(folder: Path, state: dict, mtime: float | None, source: str) -> RunRow:
     owner = _dict(state.get("owner"))
     status, alive = recorded or "?", None
     if recorded == "running":
-        alive = {True: "alive", False: "dead", None: "unknown"}[process.alive(owner, started)]
+        alive = {True: "alive", False: "dead", None: "unknown"}[process.alive(owner, _owner_since(state, owner))]
         status = {"alive": "running", "dead": "stale", "unknown": "running?"}[alive]
     cost = _dict(outputs.get("cost"))
     result = _dict(outputs.get("result")) or _dict(state.get("metrics"))  # run-summary.json names it metrics
@@ -176,6 +176,18 @@ def _row(folder: Path, state: dict, mtime: float | None, source: str) -> RunRow:
         row.cost_usd, row.cost_kind = (actual, "actual") if actual is not None else \
             (estimate, "estimate") if estimate is not None else (None, None)
     return row
+
+
+def _owner_since(state: dict, owner: dict) -> float | None:
+    """When the owner took the run: its start, or the latest `python -m engine.attach` by the owner's pid (attach
+    records {at, pid} in outputs.attach and makes itself the owner)."""
+    since = _num(state.get("started_at"))
+    attaches = _dict(state.get("outputs")).get("attach")
+    for record in attaches if isinstance(attaches, list) else []:
+        at = _num(_dict(record).get("at"))
+        if at is not None and _dict(record).get("pid") == owner.get("pid") and (since is None or at > since):
+            since = at
+    return since
 
 
 def _stage(stages: dict) -> str | None:

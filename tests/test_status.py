@@ -128,11 +128,14 @@ def test_a_reused_pid_is_not_a_live_run(tmp_path):
     save_state(runs / "old-record", "20260101-000000-bbbb", "running", started_at=time.time() - 10 * 86400,
                owner={"host": host, "pid": me})
     save_state(runs / "this-process", "20260101-000000-cccc", "running")  # the owner this process records
+    # python -m engine.attach took an old run over: it records {at, pid}, and a pid without an identity
+    save_state(runs / "attached", "20260101-000000-eeee", "running", started_at=time.time() - 10 * 86400,
+               owner={"host": host, "pid": me}, outputs={"attach": [{"at": time.time(), "pid": me}]})
     save_state(runs / "elsewhere", "20260101-000000-dddd", "running", owner={"host": "another-laptop", "pid": me})
     out, _ = as_json(tmp_path)
     seen = {r["run_id"][-4:]: (r["status"], r["process"]) for r in out["runs"]}
     assert seen == {"aaaa": ("stale", "dead"), "bbbb": ("stale", "dead"), "cccc": ("running", "alive"),
-                    "dddd": ("running?", "unknown")}
+                    "dddd": ("running?", "unknown"), "eeee": ("running", "alive")}
     assert "running on another-laptop, which this machine cannot check" in status(tmp_path).stdout
 
 
