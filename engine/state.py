@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from engine import process
 
 
 def now() -> float:
@@ -38,7 +39,9 @@ class RunState:
     endpoint: dict[str, Any] | None = None
     marks: dict[str, float] = field(default_factory=dict)  # moments that bound billed overhead
     outputs: dict[str, Any] = field(default_factory=dict)  # what stages hand to later stages and the summary
-    owner: dict[str, Any] = field(default_factory=lambda: {"host": socket.gethostname(), "pid": os.getpid()})
+    # The process running the run (host, pid and its identity, engine/process.py): how engine.status tells a
+    # run whose process died from one still going
+    owner: dict[str, Any] = field(default_factory=process.owner)
 
     def mark(self, name: str) -> float:
         self.marks[name] = now()
