@@ -42,7 +42,7 @@ def test_explicit_provider_wins_over_the_gpu_option():
 def test_default_is_the_local_provider_on_cpu_with_the_tiny_model():
     cfg = cfg_job()
     assert (cfg["provider"]["name"], cfg["gpu"]["name"], cfg["model"]["name"]) == ("local", "cpu", "tiny")
-    assert list(cfg["pipeline"]["stages"]) == ["prepare", "build", "deploy", "probe", "upload", "train", "fetch",
+    assert list(cfg["pipeline"]["stages"]) == ["prepare", "plan", "build", "deploy", "probe", "upload", "train", "fetch",
                                                "terminate", "cost", "plot", "register", "export", "install"]
 
 
