@@ -168,5 +168,5 @@ def table(p: dict) -> list[str]:
                      f"{r['minutes_high']:<6.1f}  ${r['usd_low']:.2f}-${r['usd_high']:.2f}")
     budget = p.get("budget_usd")
     lines.append(f"  total: ${p['usd_low']:.2f}-${p['usd_high']:.2f}, {p['minutes_low']:.0f}-{p['minutes_high']:.0f} min"
-                 + (f"; budget.max_usd ${budget:.2f}" if budget is not None else "; no budget.max_usd set"))
+                 + (f"; budget.max_usd ${budget:g}" if budget is not None else "; no budget.max_usd set"))
     return lines
