@@ -72,7 +72,8 @@ def rate(cfg, gpu_name: str, runs_dir: Path) -> Rate | None:
     found = newest_measured(runs_dir, gpu_name, model)
     if found:
         record, path = found
-        return Rate(float(record["tokens_per_s"]), f"measured ({path.parent.name}, {record['steps']} steps)")
+        where = path.parent.relative_to(runs_dir) if path.parent != runs_dir else path.parent
+        return Rate(float(record["tokens_per_s"]), f"measured: {runs_dir / where}, {record['steps']} steps")
     table = (cfg.plan.tokens_per_s or {}).get(gpu_name) or {}
     if model in table:
         return Rate(float(table[model]), "table (a guess)")

@@ -131,7 +131,7 @@ def test_a_measured_run_replaces_the_table_number(tmp_path):
                                                       "steps": 5})  # another model: not this one's measure
     os.utime(runs / "2026-02-01" / "10-00-00" / "run-summary.json", (2_000_000, 2_000_000))
     got = throughput.rate(cfg, "rtx5090", runs)
-    assert got.tokens_per_s == 3000.0 and got.source.startswith("measured") and "10-00-00" in got.source
+    assert got.tokens_per_s == 3000.0 and got.source.startswith("measured") and "2026-02-01/10-00-00" in got.source
     # the plan uses it, with the narrower spread, and says so
     stats = {"train": 640, "eval": 0, "tokens_per_example": 300.0}
     first = estimate.plan(cfg, stats, runs)["candidates"][0]
