@@ -16,6 +16,8 @@ def test_pipeline_plan_prints_the_plan_without_an_api_key_and_exits_0(tmp_path, 
     assert plan["fits"] is True and 0 < plan["usd_low"] < plan["usd_high"] and plan["max_price_per_hour"] == 0.74
     assert run.summary["pod"] is None and list(run.summary["stages"]) == ["prepare", "plan"]
     assert "plan: " in (run_dir / "run.log").read_text()
+    # rtx5090's presets (8 x 1024 tokens a micro-batch) are tight on the 24 GB fallback: a warning, not a refusal
+    assert plan["candidates"][1]["fits"] is False and "fallback gpu=rtx4090 may run out of memory" in run.output
 
 
 def test_a_run_that_needs_the_api_key_still_asks_for_it(run_dir):

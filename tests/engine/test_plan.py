@@ -155,3 +155,12 @@ def test_bad_plan_numbers_are_refused_by_key():
     cfg = compose("plan.spread_table=0.5", "plan.vram_usable_fraction=1.5")
     keys = {k for k, _ in Plan.check_config(cfg)}
     assert keys == {"plan.spread_table", "plan.vram_usable_fraction"}
+
+
+def test_only_a_pipeline_that_rents_needs_the_providers_key():
+    from engine.stage import pipeline_rents
+
+    assert pipeline_rents(compose("gpu=rtx5090")) and pipeline_rents(compose("gpu=rtx5090", "pipeline=preflight"))
+    assert not pipeline_rents(compose("gpu=rtx5090", "pipeline=plan"))
+    assert not pipeline_rents(compose("gpu=rtx5090", "pipeline=prepare"))
+    assert pipeline_rents(compose("pipeline=plan", "+pipeline.stages.x._target_=no_such.Stage"))  # harsher reading
