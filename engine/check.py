@@ -15,8 +15,11 @@ that exists only on the machine that trains, RUNPOD_API_KEY, an SSH key). A revi
 a check that failed there for their absence would be ignored or switched off. `--strict` makes them problems:
 run it so on the machine that trains, before the cron job does.
 
-The cost is an upper bound until issue 14's plan exists: gpu.price_per_hour times the pod's lifetime cap
-(the smaller of pipeline.max_runtime_s and provider.max_runtime_s), per job. A run on this machine costs $0.
+The cost is the plan's low-high estimate (engine/plan/: phases, steps, the GPU candidates' prices) when the
+number of training steps is known here: train.max_steps, or a dataset.source=jsonl file to count. A memory
+folder's size is not (it lives on the machine that trains, and curating it is the run's work): then the cost is
+an upper bound, gpu.price_per_hour times the pod's lifetime cap (the smaller of pipeline.max_runtime_s and
+provider.max_runtime_s), or budget.max_usd when that is lower, per job. A run on this machine costs $0.
 
 --diff BASE_REV composes each experiment from BASE_REV's conf/ (taken with `git archive` into a temporary
 folder) and from the working tree's, and prints the resolved keys whose values differ, `lora.r: 8 -> 16`; a
@@ -107,16 +110,46 @@ def _machine(key: str, problem: str, task: DictConfig) -> str | None:
     return None
 
 
-def _cost(task: DictConfig) -> tuple[float, str]:
-    """An upper bound in USD for one job, and how it was reached."""
+def _known_examples(task: DictConfig) -> dict | None:
+    """The dataset's size when this machine can tell it without curating: a JSONL file's rows (less the eval
+    share). Tokens per example are then unknown: the plan counts each at train.max_seq_length, the most."""
+    ds = task.dataset
+    if ds.source != "jsonl" or not ds.path:
+        return None
+    path = Path(ds.path).expanduser()
+    if not path.is_file():
+        return None
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        rows = sum(1 for line in fh if line.strip())
+    cap = ds.filters.max_examples
+    rows = min(rows, cap) if cap else rows
+    evals = round(rows * float(task.train.eval_fraction))
+    return {"train": rows - evals, "eval": evals, "tokens_per_example": float(task.train.max_seq_length)}
+
+
+def _cost(task: DictConfig) -> tuple[float, float, str]:
+    """Low and high USD for one job, and how they were reached: the plan when the steps are known, else a bound."""
     if task.provider.name == "local":
-        return 0.0, "this machine"
+        return 0.0, 0.0, "this machine"
+    from engine.plan import estimate
+
+    stats = _known_examples(task)
+    if estimate.training_steps(task, stats["train"] if stats else None) is not None:
+        plan = estimate.plan(task, stats)
+        return plan["usd_low"], plan["usd_high"], f"plan: {plan['steps']} steps, {plan['minutes_low']:.0f}-" \
+                                                  f"{plan['minutes_high']:.0f} min"
     caps = [c for c in (task.pipeline.get("max_runtime_s"), task.provider.get("max_runtime_s")) if c]
     price = float(task.gpu.price_per_hour or 0)
+    budget = task.get("budget", {}).get("max_usd")
     if not caps or not price:
-        return 0.0, "no price or no runtime cap to bound it"
+        if budget is not None:
+            return 0.0, float(budget), "budget.max_usd"
+        return 0.0, 0.0, "no price or no runtime cap to bound it"
     hours = min(caps) / 3600
-    return price * hours, f"{hours:g} h cap x ${price:g}/h"
+    bound, how = price * hours, f"{hours:g} h cap x ${price:g}/h"
+    if budget is not None and budget < bound:
+        return 0.0, float(budget), f"budget.max_usd; {how} = ${bound:.2f}"
+    return 0.0, bound, how + (f"; budget.max_usd ${budget:g}" if budget is not None else "")
 
 
 def check_one(path: Path, strict: bool = False) -> Report:
@@ -131,7 +164,8 @@ def check_one(path: Path, strict: bool = False) -> Report:
         report.problems.append(f"{report.path}: {one_line(exc)}")
         report.summary = "does not compose"
         return report
-    total = 0.0
+    low = high = 0.0
+    planned = True
     for point, cfg in composed:
         task = _task(cfg)
         try:
@@ -148,18 +182,28 @@ def check_one(path: Path, strict: bool = False) -> Report:
                 target = report.warnings if why else report.problems
                 if line not in target:
                     target.append(line)
-        total += _cost(task)[0]
+        try:
+            job_low, job_high, job_how = _cost(task)
+        except CONFIG_ERRORS:  # a value validate() reported already: no estimate for this job
+            job_low, job_high, job_how = 0.0, 0.0, "not estimated"
+        low, high = low + job_low, high + job_high
+        planned = planned and job_how.startswith(("plan", "this machine"))
     task = _task(composed[0][1])
-    _, how = _cost(task)
+    try:
+        _, _, how = _cost(task)
+    except CONFIG_ERRORS:
+        how = "not estimated"
     count = len(composed)
     if composed[0][1].hydra.sweeper.get("_target_") == OPTUNA_SWEEPER:  # composed: its corners; run: n_trials jobs
         count = int(composed[0][1].hydra.sweeper.n_trials)
-        total = total / len(composed) * count if composed else 0.0  # jobs differ in their values, not in price
+        low, high = low / len(composed) * count, high / len(composed) * count  # jobs differ in values, not price
     runs = f"{count} runs, " if count > 1 else ""
-    cost = f"${total:.2f}" if total else "$0"
-    each = " each" if runs else ""
-    bound = (f"at most {cost} ({runs}{how}{each}; an upper bound until issue 14's plan)" if total
-             else f"{cost} ({runs}{how})")
+    if not high:
+        bound = f"$0 ({runs}{how})"
+    elif planned:
+        bound = f"${low:.2f}-${high:.2f} ({runs}{how}" + (" for the first" if runs else "") + ")"
+    else:
+        bound = f"at most ${high:.2f} ({runs}{how}; an upper bound: the dataset's size is known only where it trains)"
     data = task.dataset.source + (f" {task.dataset.path}" if task.dataset.source != "sample" else "")
     report.summary = (f"gpu={task.gpu.name} ({task.provider.name})  model={task.model.name}  dataset={data}  "
                       f"cost {bound}")

@@ -90,6 +90,20 @@ class TinyModelConfig:
 
 
 @dataclass
+class ModelShapeConfig:
+    # The model's architecture, as its config.json on Hugging Face states it (public facts, cited in each
+    # conf/model/*.yaml): what engine/plan/memory.py sizes weights, LoRA and activations from
+    vocab_size: int = 0  # rows of the embedding and of the logits
+    hidden_size: int = 0  # width of the residual stream
+    intermediate_size: int = 0  # width of the MLP (gate_proj, up_proj, down_proj)
+    num_hidden_layers: int = 0  # decoder layers
+    num_attention_heads: int = 0  # query heads
+    num_key_value_heads: int = 0  # k/v heads (grouped-query attention); 0: as many as the query heads
+    head_dim: int = 0  # per head; 0: hidden_size / num_attention_heads
+    tie_word_embeddings: bool = False  # lm_head shares the embedding's weights
+
+
+@dataclass
 class ModelConfig:
     name: str = MISSING  # the config option's name
     source: str = "hub"  # hub: a Hugging Face id loaded on the pod; local: a folder on the pod; random: tiny test model
@@ -97,6 +111,8 @@ class ModelConfig:
     load_in_4bit: bool = False  # QLoRA on a GPU; ignored on CPU
     tiny: Optional[TinyModelConfig] = None  # shape of the random model (source random)
     ollama: Optional[str] = None  # the base model's name in Ollama's library (qwen3:8b), the export's FROM line
+    shape: Optional[ModelShapeConfig] = None  # architecture facts for the plan's memory fit; null: not checked
+    download_gb: float = 0.0  # what the pod downloads from the hub (GB, the repository's weight files); 0: nothing
 
 
 @dataclass
@@ -294,6 +310,30 @@ class BudgetConfig:
 
 
 @dataclass
+class PlanConfig:
+    # Where finished runs are looked up for measured throughput (run-summary.json under it, multirun included),
+    # relative to the folder run.py starts in, like hydra.run.dir's runs/
+    runs_dir: str = "runs"
+    # Trained tokens per second per GPU, by gpu option then model option: the table's starting guesses
+    # (conf/plan/default.yaml says how each was reached); a measured run of the same pair replaces them
+    tokens_per_s: dict[str, Any] = field(default_factory=dict)
+    peak_tflops: dict[str, Any] = field(default_factory=dict)  # bf16 dense peak per gpu option, for pairs not in the table
+    mfu: float = 0.15  # model FLOPs utilisation assumed for those pairs: tokens/s = mfu x peak / (6 x parameters)
+    chars_per_token: float = 3.5  # dataset text to tokens (a guess on the low side: more tokens, dearer)
+    template_tokens_per_message: int = 8  # chat-template tokens around each message
+    spread_table: float = 2.0  # a table guess may be this many times off either way: the low-high range
+    spread_measured: float = 1.25  # ... and a number this machine measured
+    # Minutes from create to SSH, per image option: [low, high] (pull, start, and image=runpod's closure install)
+    start_minutes: dict[str, Any] = field(default_factory=dict)
+    download_mb_per_s: list[float] = field(default_factory=lambda: [300.0, 30.0])  # model download: [fast, slow]
+    load_minutes: list[float] = field(default_factory=lambda: [0.3, 1.5])  # import and load, before the weights
+    load_minutes_per_gb: list[float] = field(default_factory=lambda: [0.05, 0.25])  # ... plus this per GB of weights
+    fetch_minutes: list[float] = field(default_factory=lambda: [0.2, 2.0])  # adapter home, and the delete
+    vram_usable_fraction: float = 0.92  # the share of gpu.vram_gb the plan lets training fill (allocator slack)
+    cuda_overhead_gb: float = 1.5  # CUDA context, cuBLAS workspaces and kernels, on every GPU
+
+
+@dataclass
 class Config:
     provider: Any = MISSING
     gpu: GpuConfig = MISSING
@@ -311,6 +351,7 @@ class Config:
     gate: GateConfig = field(default_factory=GateConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
 
 
 def register() -> None:

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from engine.context import RunContext
+from engine.plan.throughput import measured
 
 
 def billed_seconds(ctx: RunContext) -> float | None:
@@ -47,6 +48,10 @@ def build(ctx: RunContext) -> dict:
         "host_key_warning": (state.outputs.get("host_key") or {}).get("host_keys_missing"),
         # python -m engine.attach: one {at, host, pid, previous_status, from_stage, command} per attach, oldest first
         "attach": state.outputs.get("attach"),
+        "plan": state.outputs.get("plan"),  # stages/plan.py: minutes and dollars per GPU candidate, memory fit
+        # What this run's training measured (s/step, tokens/step per GPU process): the next plan of the same gpu and
+        # model reads it from here (engine/plan/throughput.py)
+        "throughput": measured(ctx.cfg, result) if result else None,
         "preflight": state.outputs.get("preflight"),  # pipeline=preflight: one {check, status, detail} per line
         "adapter": state.outputs.get("adapter"),  # register: {id, status (active/rejected), reason, registry}
         "export": state.outputs.get("export"),  # export.ollama: the Modelfile, its FROM and ADAPTER, the Ollama name

@@ -11,6 +11,8 @@ from engine.stage import BaseStage
 
 
 class Deploy(BaseStage):
+    rents = True  # a pipeline with this stage needs the provider's credentials (engine.stage.pipeline_rents)
+
     def run(self, ctx: RunContext) -> None:
         spec = PodSpec(name=ctx.pod_name, env=dict(ctx.state.outputs.get("pod_env", {})))
         pod = ctx.provider.create(spec)

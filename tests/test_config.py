@@ -42,9 +42,9 @@ def test_explicit_provider_wins_over_the_gpu_option():
 def test_default_is_the_local_provider_on_cpu_with_the_tiny_model():
     cfg = cfg_job()
     assert (cfg["provider"]["name"], cfg["gpu"]["name"], cfg["model"]["name"]) == ("local", "cpu", "tiny")
-    assert list(cfg["pipeline"]["stages"]) == ["prepare", "budget", "build", "deploy", "probe", "upload", "train",
-                                               "fetch", "terminate", "cost", "settle", "plot", "register", "export",
-                                               "install"]
+    assert list(cfg["pipeline"]["stages"]) == ["prepare", "plan", "budget", "build", "deploy", "probe", "upload",
+                                               "train", "fetch", "terminate", "cost", "settle", "plot", "register",
+                                               "export", "install"]
 
 
 def test_every_gpu_option_names_its_runpod_id_vram_and_price():

@@ -38,6 +38,7 @@ from engine.providers.base import Bill, Endpoint, Pod, PodSpec
 from engine.providers.runpod_api import DEFAULT_API_URL, ApiError, RunPodApi, insecure_url
 from engine.secrets import add_secret_name
 from engine.sshkeys import run_keypair
+from engine.stage import pipeline_rents
 from engine.teardown import CREATE_SENT
 
 CLOUDS = ("COMMUNITY", "SECURE")
@@ -95,7 +96,8 @@ class RunPodProvider:
         refused = insecure_url(p.api_url)
         if refused:
             problems.append(("provider.api_url", refused))
-        if not os.environ.get(p.api_key_env):
+        rents = pipeline_rents(cfg)  # pipeline=plan prints prices from conf: no key needed for that
+        if rents and not os.environ.get(p.api_key_env):
             problems.append((p.api_key_env, f"is not set: export {p.api_key_env}=<your key> or put it in a .env "
                                             "file (RunPod console > Settings > API Keys)"))
         if not cfg.gpu.id:
@@ -112,7 +114,7 @@ class RunPodProvider:
                 problems.append((f"provider.{key}", f"must be > 0 (got {p[key]})"))
         if p.billing_wait_s < 0:
             problems.append(("provider.billing_wait_s", f"must be >= 0 (got {p.billing_wait_s}); 0 reads the bill once"))
-        if p.watchdog_api_key_env and not os.environ.get(p.watchdog_api_key_env):
+        if rents and p.watchdog_api_key_env and not os.environ.get(p.watchdog_api_key_env):
             problems.append(("provider.watchdog_api_key_env", f"names {p.watchdog_api_key_env}, which is not set: "
                                                               "export it or put it in .env, or drop the setting"))
         if p.network_volume_id and "SECURE" not in p.cloud_order:

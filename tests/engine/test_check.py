@@ -34,13 +34,29 @@ def test_the_shipped_experiments_pass_with_the_missing_memory_folder_as_a_warnin
     assert any(line.startswith("ok") and "alice_weekly" in line and "gpu=rtx5090" in line for line in lines)
     assert any(line.startswith("ok") and "lr_rank_sweep" in line and "4 runs" in line for line in lines)
     price = yaml.safe_load((REPO / "conf/gpu/rtx5090.yaml").read_text())["gpu"]["price_per_hour"]
-    cap = yaml.safe_load((REPO / "conf/experiment/alice_weekly.yaml").read_text())["pipeline"]["max_runtime_s"]
-    assert f"at most ${price * cap / 3600:.2f}" in done.stdout
+    alice = yaml.safe_load((REPO / "conf/experiment/alice_weekly.yaml").read_text())
+    cap, budget = alice["pipeline"]["max_runtime_s"], alice["budget"]["max_usd"]
+    # her memories are not here, so no plan: the budget bounds the cost, below the pod's lifetime cap
+    assert budget < price * cap / 3600
+    assert f"at most ${budget:.2f} (budget.max_usd; {cap / 3600:g} h cap x ${price:g}/h = ${price * cap / 3600:.2f}" \
+        in done.stdout
     assert "warning" in done.stdout and "dataset.path: must be an existing folder" in done.stdout
     assert "RUNPOD_API_KEY" in done.stdout  # a warning too: CI has no key
 
     strict = check("--strict", cwd=tmp_path, env=env)
     assert strict.returncode == 2 and "dataset.path" in strict.stdout.split("problem(s):")[1]
+
+
+def test_the_cost_is_the_plans_range_when_the_steps_are_known(conf, tmp_path):
+    sweep = (conf / "experiment/lr_rank_sweep.yaml").read_text().replace("max_steps: 30", "max_steps: 300")
+    (conf / "experiment/rented_sweep.yaml").write_text(sweep.replace("hydra:\n", "defaults:\n  - override /gpu: "
+                                                                     "rtx5090\n\nhydra:\n", 1))
+    done = check("conf/experiment/rented_sweep.yaml", cwd=tmp_path, env=lorapod_env())
+    assert done.returncode == 0, done.stdout + done.stderr
+    [line] = [x for x in done.stdout.splitlines() if x.startswith("ok") and "rented_sweep" in x]
+    assert "gpu=rtx5090 (runpod)" in line and "(4 runs, plan: 300 steps" in line and "at most" not in line, line
+    low, high = (float(x) for x in line.split("cost $")[1].split(" ")[0].split("-$"))
+    assert 0 < low < high
 
 
 def test_strict_passes_on_the_machine_that_has_the_memories_and_the_key(tmp_path):
