@@ -4,12 +4,13 @@ import sys
 import hydra
 
 import engine
-from engine import compose, sweep_objective
+from engine import compose
+from engine.sweep import objective as sweep_objective
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg) -> float | None:
-    # The objective a sweeper such as Optuna minimises (engine/sweep_objective.py): the run's eval loss after training,
+    # The objective a sweeper such as Optuna minimises (engine/sweep/objective.py): the run's eval loss after training,
     # None when it did not succeed. The process's exit code is engine.exit_status()'s, below.
     engine.run(cfg)
     return engine.objective()

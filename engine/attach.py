@@ -35,7 +35,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from engine import logs, runner, teardown
+from engine import logs, process, runner, teardown
 from engine.context import RunContext
 from engine.deadline import mark_attached
 from engine.errors import ConfigError, LorapodError, StageError
@@ -86,18 +86,11 @@ def first_unfinished(state: RunState, names: list[str]) -> str | None:
 
 
 def _owner_alive(state: RunState) -> int | None:
-    """The pid of a process on this machine still following the run, if any."""
+    """The pid of a process on this machine still following the run, if any (a reused pid is not it)."""
     owner = state.owner or {}
-    pid = int(owner.get("pid") or 0)
-    if state.status != "running" or owner.get("host") != socket.gethostname() or pid <= 0 or pid == os.getpid():
+    if state.status != "running" or owner.get("pid") == os.getpid():
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid
-    return pid
+    return owner["pid"] if process.alive(owner, state.started_at) else None
 
 
 def load_run(run_dir: Path):
@@ -151,7 +144,7 @@ def attach(run_dir: Path) -> int:
     record = {"at": now(), "host": socket.gethostname(), "pid": os.getpid(), "previous_status": state.status,
               "from_stage": first_unfinished(state, names), "command": f"python -m engine.attach {shlex.quote(str(run_dir))}"}
     state.outputs.setdefault("attach", []).append(record)
-    state.owner = {"host": record["host"], "pid": record["pid"]}
+    state.owner = process.owner()
     if state.status in FINISHED:  # ended with its pod still up (a delete that failed): only cleanup is left
         logger.warning(f"run {state.run_id} already {state.status}, but pod {pod} is recorded as still up: deleting it")
         state.ended_at = None

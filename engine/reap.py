@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine import process
 from engine.context import PROJECT_ROOT
 from engine.errors import LorapodError
 from engine.providers.runpod_api import DEFAULT_API_URL, RunPodApi, insecure_url
@@ -33,7 +33,7 @@ class Run:
 
 def known_runs(runs_dir: Path) -> dict[str, Run]:
     """The pod name each run folder under runs_dir would have used (`lorapod-<run id>`), with its run."""
-    runs, host = {}, socket.gethostname()
+    runs = {}
     for path in sorted(runs_dir.rglob("state.json")) if runs_dir.is_dir() else []:
         try:
             state = json.loads(path.read_text(encoding="utf-8"))
@@ -41,22 +41,9 @@ def known_runs(runs_dir: Path) -> dict[str, Run]:
         except (OSError, ValueError, KeyError, TypeError):
             continue
         owner = state.get("owner") or {}
-        pid = int(owner.get("pid") or 0)
-        live = state.get("status") == "running" and owner.get("host") == host and _alive(pid)
-        runs[PREFIX + run_id] = Run(path.parent, str(state.get("status")), pid if live else None)
+        live = state.get("status") == "running" and process.alive(owner, state.get("started_at")) is True
+        runs[PREFIX + run_id] = Run(path.parent, str(state.get("status")), owner.get("pid") if live else None)
     return runs
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -16,7 +16,8 @@ from pathlib import Path
 from loguru import logger
 from omegaconf import DictConfig
 
-from engine import logs, signals, summary, sweep_objective, teardown
+from engine import logs, signals, summary, teardown
+from engine.sweep import objective as sweep_objective
 from engine.context import RunContext
 from engine.errors import Detached, Interrupted, LorapodError
 from engine.providers.base import make_provider
@@ -26,7 +27,7 @@ from engine.sweep import outcome, parallel
 from engine.validate import validate
 
 _exit_codes: list[int] = []  # one per job run in this process: a sweep exits non-zero when any of its runs failed
-_objective: float | None = None  # the last run's (engine/sweep_objective.py): what run.py hands a sweeper such as Optuna
+_objective: float | None = None  # the last run's (engine/sweep/objective.py): what run.py hands a sweeper such as Optuna
 
 
 def exit_status() -> int:

@@ -2,7 +2,7 @@
 
 The work is curation's (see curation/__init__.py); this stage hands it the config, prints the manifest as a
 table, and fails the run, before anything is rented, when the data is not worth training on. In a sweep the
-jobs with the same dataset config share one preparation (engine/sweep_dataset.py): the first prepares into
+jobs with the same dataset config share one preparation (engine/sweep/dataset.py): the first prepares into
 <sweep dir>/datasets/<hash>/, every job links those files into its own dataset/.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from loguru import logger
 from omegaconf import OmegaConf
 
 import curation
-from engine import sweep_dataset
+from engine.sweep import dataset as sweep_dataset
 from engine.context import RunContext
 from engine.stage import BaseStage
 

@@ -23,10 +23,10 @@ import json
 import os
 import queue
 import signal
-import socket
 import threading
 from pathlib import Path
 
+from engine import process
 from engine.errors import Interrupted
 from engine.state import StageRecord, now
 
@@ -137,22 +137,17 @@ class _Watcher:
 def running_jobs(sweep_dir: Path) -> list[int]:
     """Pids of this machine's processes running a job of the sweep (state.json: running, owner alive), the main
     process excepted (its own jobs hear its signals directly)."""
-    pids, host = set(), socket.gethostname()
+    pids = set()
     for path in sweep_dir.rglob("state.json"):
         try:
             state = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
         owner = state.get("owner") or {}
-        pid = int(owner.get("pid") or 0)
-        if state.get("status") == "running" and owner.get("host") == host and pid > 0 and pid != os.getpid():
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                continue
-            except PermissionError:
-                pass
-            pids.add(pid)
+        # process.alive: a pid the kernel gave to another process since must never get our signal
+        if (state.get("status") == "running" and owner.get("pid") != os.getpid()
+                and process.alive(owner, state.get("started_at")) is True):
+            pids.add(owner["pid"])
     return sorted(pids)
 
 

@@ -1,4 +1,4 @@
-"""One dataset per sweep (engine/sweep_dataset.py): the hash, the once-only preparation under a lock across
+"""One dataset per sweep (engine/sweep/dataset.py): the hash, the once-only preparation under a lock across
 processes, and what a failure leaves behind."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import sweep_dataset
+from engine.sweep import dataset as sweep_dataset
 from engine.compose import jobs
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.sweep_objective import of
+from engine.sweep.objective import of
 
 
 def summary(status="succeeded", **metrics):
