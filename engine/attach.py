@@ -35,7 +35,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from engine import logs, process, runner, teardown
+from engine import budget, logs, process, runner, teardown
 from engine.context import RunContext
 from engine.deadline import mark_attached
 from engine.errors import ConfigError, LorapodError, StageError
@@ -78,6 +78,7 @@ class Attach(BaseStage):
         if after_connect is not None:  # runpod: the heartbeat first, then the watchdog, as at probe
             after_connect(ctx)
         mark_attached(ctx)  # a detached run's watchdog counts the heartbeat again (the beat is fresh first)
+        budget.watch(ctx)  # budget.max_usd holds again from here, as the budget stage had it before
         logger.info(f"attached to pod {pod.id}" + (f" at {endpoint.host}:{endpoint.port}" if endpoint.host else ""))
 
 

@@ -123,6 +123,23 @@ def reached_message(ctx: RunContext) -> str:
             "the pod is deleted and the run stops; what already came home is kept")
 
 
+def watch(ctx: RunContext) -> Watcher | None:
+    """Start the watcher when a limit applies (the budget stage, and engine.attach for the rest of a run);
+    ctx.closers stops it before the pod goes, so spend stops with it."""
+    bound = limit(ctx)
+    if bound is None:
+        return None
+    # "reached" exists before the watcher thread sets it: a key added while state.json is written would
+    # change the dict's size under json.dumps in the main thread
+    line = record(ctx)
+    line.update(limit_usd=round(bound[0], 6), limit_source=bound[1], reached=line.get("reached"))
+    ctx.save()
+    logger.info(f"budget: at most ${bound[0]:.4f} ({bound[1]}); the run stops when its spend reaches it")
+    watcher = Watcher(ctx).start()
+    ctx.closers.append(watcher.stop)
+    return watcher
+
+
 class Watcher:
     """A daemon thread that compares spend with the limit every POLL_S and, once it is reached, interrupts the
     main thread (engine.signals.STOP) until a stage takes the hint. Started by the budget stage, stopped by

@@ -24,7 +24,7 @@ from engine import budget
 from engine.context import RunContext
 from engine.errors import StageError
 from engine.stage import BaseStage
-from engine.sweep import ledger
+from engine.sweep import folder as sweep_dir, ledger
 
 _watchers: dict[str, budget.Watcher] = {}  # by run id: started by budget, stopped by settle or at terminate
 
@@ -33,21 +33,6 @@ class BudgetRefused(StageError):
     """The sweep's budget has no room left for this job's estimate; nothing was rented."""
 
     exit_code = 2
-
-
-def sweep_dir() -> Path | None:
-    """The multirun's folder (hydra.sweep.dir against the folder run.py started in), or None outside one."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-    except ImportError:  # pragma: no cover - hydra is a dependency
-        return None
-    if not HydraConfig.initialized():
-        return None
-    hc = HydraConfig.get()
-    if hc.mode != RunMode.MULTIRUN:
-        return None
-    return Path(hc.sweep.dir).absolute()
 
 
 def _job_key(ctx: RunContext, sweep: Path) -> str:
@@ -94,17 +79,9 @@ class Budget(BaseStage):
                         "only budget.max_usd")
         if sweep_max is not None and sweep is not None:
             self._reserve(ctx, line, sweep, float(sweep_max))
-        bound = budget.limit(ctx)
-        if bound is None:
-            return
-        # "reached" exists before the watcher thread sets it: a key added while state.json is written would
-        # change the dict's size under json.dumps in the main thread
-        line.update(limit_usd=round(bound[0], 6), limit_source=bound[1], reached=None)
-        ctx.save()
-        logger.info(f"budget: at most ${bound[0]:.4f} ({bound[1]}); the run stops when its spend reaches it")
-        watcher = budget.Watcher(ctx).start()
-        _watchers[ctx.run_id] = watcher
-        ctx.closers.append(watcher.stop)  # stopped before the pod goes: spend stops with it
+        watcher = budget.watch(ctx)
+        if watcher is not None:
+            _watchers[ctx.run_id] = watcher
 
     def _reserve(self, ctx: RunContext, line: dict, sweep: Path, sweep_max: float) -> None:
         path = ledger.path_for(sweep)

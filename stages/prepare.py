@@ -13,7 +13,7 @@ from loguru import logger
 from omegaconf import OmegaConf
 
 import curation
-from engine.sweep import dataset as sweep_dataset
+from engine.sweep import dataset as sweep_dataset, folder as sweep_folder
 from engine.context import RunContext
 from engine.stage import BaseStage
 
@@ -22,7 +22,7 @@ class Prepare(BaseStage):
     def run(self, ctx: RunContext) -> None:
         ds = OmegaConf.to_object(ctx.cfg.dataset)  # plain dataclasses: read per memory, DictConfig would be slow
         eval_fraction = ctx.cfg.train.eval_fraction
-        sweep = sweep_dataset.sweep_dir()
+        sweep = sweep_folder()
         shared = None
         if sweep is None:
             manifest = curation.prepare(ds, eval_fraction, ctx.dataset_dir)

@@ -24,20 +24,6 @@ from omegaconf import DictConfig, OmegaConf
 UNSHAPING = ("workers",)  # dataset keys that change how fast the files are made, not what they hold
 
 
-def sweep_dir() -> Path | None:
-    """The folder of the multirun this job belongs to (absolute: hydra.job.chdir is false); None for a single run
-    or a run outside Hydra."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized():
-        return None
-    hc = HydraConfig.get()
-    if hc.mode != RunMode.MULTIRUN:
-        return None
-    return Path(hc.sweep.dir).absolute()
-
-
 def config_hash(cfg: DictConfig) -> str:
     """16 hex digits of sha256 over everything that shapes the prepared files."""
     dataset = OmegaConf.to_container(cfg.dataset, resolve=True)

@@ -174,3 +174,16 @@ def test_a_pod_still_up_keeps_its_reservation(tmp_path):
     line, entry = settled(tmp_path, pod={"id": "p1", "price_per_hour": 36.0}, marks={"pod_requested": time.time()})
     assert entry["status"] == "reserved" and entry["reserved_usd"] == 1.0
     assert "still up" in line["source"]
+
+
+def test_watch_starts_only_under_a_limit_and_stops_with_the_pod(tmp_path):
+    """budget.watch is what the budget stage and engine.attach start: nothing without a limit; with one, the
+    limit is on record and the watcher is among what teardown closes before the pod goes."""
+    assert budget.watch(context(tmp_path)) is None
+    ctx = context(tmp_path, max_usd=1.0)
+    watcher = budget.watch(ctx)
+    try:
+        assert watcher is not None and ctx.state.outputs["budget"]["limit_usd"] == 1.0
+        assert watcher.stop in ctx.closers
+    finally:
+        watcher.stop()

@@ -94,4 +94,6 @@ def test_a_job_gets_the_shared_files_in_its_own_folder(tmp_path):
 
 
 def test_outside_a_multirun_there_is_no_sweep_folder():
-    assert sweep_dataset.sweep_dir() is None
+    from engine import sweep
+
+    assert sweep.folder() is None
