@@ -105,7 +105,13 @@ def spend_usd(ctx: RunContext, now: float | None = None) -> float:
 
 def seconds_left(ctx: RunContext) -> int | None:
     """How long the limit keeps the pod, counted from its request (the deadline's start), at the dearest price
-    it may have; None without a limit or a price."""
+    it may have; None without a limit or a price.
+
+    Before the pod exists (the deadline sent with the create) that price is conf's (the plan's dearest candidate,
+    or gpu.price_per_hour and the fallbacks'), not RunPod's: a pod billed above it (a SECURE fallback, a price
+    change) gets a deadline that buys more than the limit until the watchdog is rearmed with the pod's own
+    price after connect (engine/deadline.py). Only a laptop that dies in that window (image pull, closure
+    install) can overspend that way; keep gpu.price_per_hour at or above what RunPod charges."""
     bound = limit(ctx)
     if bound is None:
         return None
