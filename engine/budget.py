@@ -7,7 +7,8 @@ sent), at the pod's own price once it exists and, before that, the dearest price
 the gpu option's and its fallbacks', x gpu.count). The same figures bound the pod's own deadline
 (engine/deadline.py), so even a dead laptop cannot spend past the limit.
 
-When spend reaches the limit the watcher thread interrupts the main thread with engine.signals.STOP; the
+When spend reaches the limit, less what fetching the adapter and deleting the pod will cost (plan.fetch_minutes),
+in a stage before fetch, the watcher thread interrupts the main thread with engine.signals.STOP; the
 running stage fails with BudgetReached (a StageError: the run is failed, not interrupted, so a sweep goes on)
 and the always-stages delete the pod. Signals are honoured as Ctrl-C is: never inside a create (deferred) or a
 cleanup (shielded).
@@ -104,7 +105,13 @@ def spend_usd(ctx: RunContext, now: float | None = None) -> float:
 
 def seconds_left(ctx: RunContext) -> int | None:
     """How long the limit keeps the pod, counted from its request (the deadline's start), at the dearest price
-    it may have; None without a limit or a price."""
+    it may have; None without a limit or a price.
+
+    Before the pod exists (the deadline sent with the create) that price is conf's (the plan's dearest candidate,
+    or gpu.price_per_hour and the fallbacks'), not RunPod's: a pod billed above it (a SECURE fallback, a price
+    change) gets a deadline that buys more than the limit until the watchdog is rearmed with the pod's own
+    price after connect (engine/deadline.py). Only a laptop that dies in that window (image pull, closure
+    install) can overspend that way; keep gpu.price_per_hour at or above what RunPod charges."""
     bound = limit(ctx)
     if bound is None:
         return None
@@ -114,12 +121,39 @@ def seconds_left(ctx: RunContext) -> int | None:
     return max(0, int(round(bound[0] / price * 3600, 6)))  # floored: never a second the budget does not buy
 
 
-def reached_message(ctx: RunContext) -> str:
+def _fetch_ahead(ctx: RunContext) -> bool:
+    """Whether the running stage comes before fetch: stopping it loses nothing that fetch would bring home."""
+    stages = list(ctx.cfg.get("pipeline", {}).get("stages") or [])
+    if "fetch" not in stages:
+        return False
+    return ctx.stage not in stages or stages.index(ctx.stage) < stages.index("fetch")
+
+
+def held_back_usd(ctx: RunContext) -> float:
+    """What the watcher keeps of the limit for bringing the adapter home and deleting the pod (plan.fetch_minutes'
+    high end at the pod's price): stopped at the full limit, a run would pay for training and lose the adapter,
+    and the delete would be billed past the limit. 0 once fetch has started or when no fetch follows."""
+    if not _fetch_ahead(ctx):
+        return 0.0
+    minutes = ((ctx.cfg.get("plan") or {}).get("fetch_minutes") or [0.0, 0.0])[1]
+    return float(minutes) / 60 * price_per_hour(ctx)[0]
+
+
+def stoppable(ctx: RunContext) -> bool:
+    """Whether the budget may stop the running stage. From fetch on it may not: that would delete the pod with the
+    finished adapter on it, so the watcher lets fetch and the always-stages finish and the pod's own deadline,
+    armed at the full limit, is what still holds the money."""
+    stages = list(ctx.cfg.get("pipeline", {}).get("stages") or [])
+    return "fetch" not in stages or _fetch_ahead(ctx)
+
+
+def reached_message(ctx: RunContext, held_back: float = 0.0) -> str:
     usd, source = limit(ctx)
     price, whose = price_per_hour(ctx)
     minutes = billed_seconds(ctx) / 60
     key = "budget.max_usd" if source == "budget.max_usd" else "this job's share of budget.sweep_max_usd"
-    return (f"{key} ${usd:.4f} reached after {minutes:.1f} min of billed pod time at ${price:.2f}/h ({whose}): "
+    kept = f", less ${held_back:.4f} kept for the fetch and the delete (plan.fetch_minutes)" if held_back else ""
+    return (f"{key} ${usd:.4f} reached after {minutes:.1f} min of billed pod time at ${price:.2f}/h ({whose}){kept}: "
             "the pod is deleted and the run stops; what already came home is kept")
 
 
@@ -175,12 +209,15 @@ class Watcher:
         bound = limit(self.ctx)
         if bound is None or billed_since(self.ctx) is None or "pod_terminated" in self.ctx.state.marks:
             return False
+        if not stoppable(self.ctx):
+            return False
         # One poll ahead: waiting for the next look would let the run spend past the limit by up to a poll.
-        if price_per_hour(self.ctx)[0] <= 0 or spend_usd(self.ctx, time.time() + self.poll_s) < bound[0]:
+        held_back = held_back_usd(self.ctx)
+        if price_per_hour(self.ctx)[0] <= 0 or spend_usd(self.ctx, time.time() + self.poll_s) < bound[0] - held_back:
             return False
         if not self.reached:
             self.reached = True
-            self.message = reached_message(self.ctx)
+            self.message = reached_message(self.ctx, held_back)
             record(self.ctx)["reached"] = self.message  # an existing key (stages/budget.py): no resize mid-dump
             logger.warning(self.message)
         return self.ctx.state.status == "running"  # once the run stopped, cleanup needs no more nudging
@@ -192,8 +229,8 @@ class Watcher:
         if not self.reached or ctx.state.status != "running":
             return None
         stage = ctx.state.stages.get(ctx.stage)
-        if stage is None or stage.status != "running" or ctx.stage in self._raised_in:
-            return None  # between stages: the next beat reaches the next stage
+        if stage is None or stage.status != "running" or ctx.stage in self._raised_in or not stoppable(ctx):
+            return None  # between stages: the next beat reaches the next stage; from fetch on, the deadline holds
         self._raised_in.add(ctx.stage)
         return BudgetReached(self.message, "raise budget.max_usd (or budget.sweep_max_usd) to let a run go on longer")
 

@@ -68,7 +68,14 @@ _scratch: list[tempfile.TemporaryDirectory] = []
 
 def with_registry(args: tuple[str, ...], run_dir: Path | None) -> list[str]:
     """The args plus a registry.path of the test's own (beside its run folder), unless the test chose one: a test
-    never registers into the project's adapters/."""
+    never registers into the project's adapters/. And a plan.runs_dir of its own: the plan reads measured
+    throughput from finished runs there, so with the project's runs/ a test's plan would depend on what this
+    machine ran before."""
+    at = next((i for i, a in enumerate(args) if "=" in a and not a.startswith("-")), len(args))
+    if not any(a.lstrip("+~").startswith(("plan.runs_dir=", "plan=")) for a in args):
+        runs = Path(run_dir).parent / "plan-runs" if run_dir is not None else Path(tempfile.gettempdir()) / \
+            "lorapod-test-no-runs"  # never written: nothing there to measure
+        args = (*args[:at], f"plan.runs_dir={runs}", *args[at:])
     if any(a.lstrip("+~").startswith("registry.path=") or a.startswith("registry=") for a in args):
         return list(args)
     if run_dir is not None:

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from engine.context import PROJECT_ROOT
 from engine.plan import memory, throughput
 
-RENTING = ("runpod",)  # providers that bill by the hour; ssh and local use a machine you already have
+RENTING = ("runpod",)  # providers that rent a pod (fallbacks, image pulls); ssh and local use a machine you have
 
 
 def gpu_options() -> dict[str, dict]:
@@ -107,7 +107,6 @@ def plan(cfg, stats: dict | None, runs_dir: Path | None = None) -> dict | None:
     fixed = _fixed_phases(cfg)
     fetch = {"phase": "fetch", "low": float(cfg.plan.fetch_minutes[0]), "high": float(cfg.plan.fetch_minutes[1]),
              "source": "table (a guess)"}
-    renting = cfg.provider.name in RENTING
     rows, options = [], None
     for gpu in candidates(cfg):
         count = max(1, int(gpu.get("count") or 1))
@@ -125,7 +124,9 @@ def plan(cfg, stats: dict | None, runs_dir: Path | None = None) -> dict | None:
                  + (f" + eval of {eval_examples} x 2" if eval_examples else "")}
         phases = fixed + [train, fetch]
         lo, hi = sum(p["low"] for p in phases), sum(p["high"] for p in phases)
-        price = float(gpu.get("price_per_hour") or 0) * count if renting else 0.0
+        # The configured price for every provider, as engine/budget.py counts it: one rule, so a budget that
+        # stops a local or ssh run without the plan still stops it with the plan (gpu=cpu costs $0).
+        price = float(gpu.get("price_per_hour") or 0) * count
         fit = memory.fit(cfg, gpu)
         row = {"gpu": str(gpu["name"]), "price_per_hour": round(price, 4), "minutes_low": round(lo, 2),
                "minutes_high": round(hi, 2), "usd_low": round(lo / 60 * price, 4),

@@ -3,7 +3,10 @@
 A sweep's jobs may run at once in separate processes (hydra/launcher=joblib), so every read-and-change holds
 an exclusive lock on <ledger>.lock and the file is replaced whole (never half-written). A job reserves its
 high estimate before renting; what is left is budget.sweep_max_usd minus what settled jobs spent minus what
-running jobs reserved, so parallel jobs can never together spend more than the sweep may. A job settles once
+running jobs reserved, so parallel jobs together spend no more than the sweep may, give or take what a pod's
+deadline overshoots (a watchdog poll, a delete past its deadline): engine/budget.py stops each job while its fetch
+and delete are still paid for. A job's limit is its reservation, the plan's high estimate, so a job slower than
+its plan is stopped there even when the sweep has room left (no top-up from the ledger yet). A job settles once
 its pod is gone: its reservation is replaced by what it cost. A job that dies without settling keeps its
 reservation: the harsher reading, the money may have been spent.
 

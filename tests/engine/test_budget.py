@@ -110,6 +110,42 @@ def test_the_watcher_waits_for_a_create_in_flight_and_spares_cleanup(tmp_path):
         watcher.stop()
 
 
+def test_the_watcher_keeps_the_fetch_and_delete_back_and_never_stops_fetch(tmp_path):
+    """Stopped at the full limit, a run pays for its training and loses the adapter (terminate deletes the pod it
+    is on): train stops while what is left still pays for plan.fetch_minutes' high end, and fetch is let finish."""
+    ctx = running(tmp_path)  # $0.60 spent at a cent a second
+    ctx.cfg.budget.max_usd = 1.0
+    ctx.cfg.merge_with({"pipeline": {"stages": ["deploy", "train", "fetch", "terminate"]},
+                        "plan": {"fetch_minutes": [0.2, 1.0]}})  # a minute at $36/h: $0.60 held back
+    watcher = budget.Watcher(ctx)
+    assert budget.held_back_usd(ctx) == pytest.approx(0.6)
+    assert watcher.check() is True and "less $0.6000 kept for the fetch and the delete" in watcher.message
+    assert watcher.stop_error() is not None
+    ctx = running(tmp_path, "fetch")  # $0.60 spent against $0.01: past the limit, and still fetch goes on
+    ctx.cfg.merge_with({"pipeline": {"stages": ["deploy", "train", "fetch", "terminate"]},
+                        "plan": {"fetch_minutes": [0.2, 1.0]}})
+    watcher = budget.Watcher(ctx)
+    assert budget.held_back_usd(ctx) == 0.0 and watcher.check() is False
+    watcher.reached, watcher.message = True, "reached"
+    assert watcher.stop_error() is None
+
+
+def test_the_plan_prices_a_local_run_as_the_watcher_does(tmp_path):
+    """One rule for a machine you already have (provider=local, ssh): its configured gpu.price_per_hour, in the plan
+    and in the budget alike; with the plan's dearest price at $0 the budget would never stop the run."""
+    from tests.engine.test_plan import compose, write_dataset
+    from engine.plan import estimate
+
+    cfg = compose("gpu.price_per_hour=3600")
+    assert cfg.provider.name == "local"
+    plan = estimate.plan(cfg, estimate.dataset_stats(write_dataset(tmp_path / "ds", 10, 2), cfg), tmp_path)
+    assert plan["max_price_per_hour"] == 3600 and plan["usd_high"] > 0
+    ctx = RunContext(cfg, tmp_path, RunState(run_id="r1"))
+    ctx.state.outputs["plan"] = plan
+    ctx.state.pod = {"id": "local-1", "price_per_hour": 0.0}
+    assert budget.price_per_hour(ctx)[0] == 3600
+
+
 def test_no_limit_or_no_price_never_stops_a_run(tmp_path):
     ctx = running(tmp_path)
     ctx.state.pod["price_per_hour"] = 0.0
