@@ -3,12 +3,14 @@ trial and the study goes on, and the jobs of a sweep train on one prepared datas
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 from pathlib import Path
 
 import yaml
 
-from tests.conftest import PYTHON, REPO, lorapod_env
+from tests.conftest import PYTHON, REPO, lorapod_env, wait_for
 
 FAST = ("train.max_steps=2",)
 
@@ -125,3 +127,36 @@ def test_parallel_jobs_of_a_joblib_sweep_prepare_one_dataset(tmp_path):
     assert sum("dataset prepared once for this sweep" in log for log in logs) == 1
     assert sum("dataset reused from" in log for log in logs) == 2
     assert len({(job / "dataset" / "train.jsonl").stat().st_ino for job in jobs}) == 1
+
+
+def test_a_ctrl_c_in_a_parallel_optuna_study_launches_no_further_trial(tmp_path):
+    # Two trials at a time out of six; both of the first batch would train for ever. Without the launch guard
+    # (engine/sweep/parallel.py) the sweeper went on to launch trials 2-5, each interrupted before its first stage.
+    folder = tmp_path / "sweep"
+    cmd = [PYTHON, str(REPO / "run.py"), "-m", "+experiment=optuna_lr_rank", "hydra/launcher=joblib",
+           "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=6",
+           "train.max_steps=100000", "train.logging_steps=1", f"hydra.sweep.dir={folder}",
+           f"registry.path={tmp_path / 'adapters'}"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=lorapod_env(), start_new_session=True)
+    try:
+        def training(job: str) -> bool:
+            log = folder / job / "train.log"
+            return log.exists() and '"event": "step"' in log.read_text(errors="ignore")
+
+        wait_for(lambda: training("0") and training("1"), 600, "trials 0 and 1 training")
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    output = out + err
+    assert proc.returncode == 130, output
+    assert [job.name for job in job_dirs(folder)] == ["0", "1"], output
+    for job in job_dirs(folder):
+        s = summary(job)
+        assert s["status"] == "interrupted" and s["failed_stage"] == "train", s
+        assert s["stages"]["terminate"]["status"] == "succeeded"
+    assert "SIGINT: the sweeper asked for 2 more job(s); none is started" in output
+    assert len([line for line in out.splitlines() if line.startswith(f"sweep {folder}:")]) == 1  # one table

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PYTHON, REPO, wait_for
+from tests.conftest import PYTHON, REPO, lorapod_env, wait_for
 from tests.test_runpod_e2e import canonical, env_for
 
 TABLE_HEAD = "sweep "  # the table's first line: "sweep <folder>: N job(s); best: job ..."
@@ -113,3 +113,31 @@ def test_a_stopped_parallel_sweep_deletes_every_pod_and_keeps_what_finished(runp
     assert f"best: job 0 (train.max_steps=3)" in head
     rows = list(csv.DictReader((sweep / "sweep-summary.csv").open()))
     assert [r["status"] for r in rows] == ["succeeded", "interrupted", "interrupted"]
+
+
+def test_ctrl_c_stops_a_joblib_sweep_of_one_job_at_a_time(tmp_path):
+    # hydra.launcher.n_jobs=1 (or -1 on a one-CPU machine): joblib runs the jobs in the sweep's main process, one
+    # after another. The parallel sweep's signal guard would block Ctrl-C there and forward it to no one, so the
+    # job trained on and every later job started. On the local provider: nothing here needs a pod.
+    sweep = tmp_path / "sweep"
+    cmd = [PYTHON, str(REPO / "run.py"), "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=1", "lora.r=4,8",
+           "train.max_steps=100000", "train.logging_steps=1", f"hydra.sweep.dir={sweep}",
+           f"registry.path={tmp_path / 'adapters'}"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=lorapod_env(), start_new_session=True)
+    try:
+        log = sweep / "0" / "train.log"
+        wait_for(lambda: log.exists() and '"event": "step"' in log.read_text(errors="ignore"), 600,
+                 "job 0 training")
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 130, out + err
+    assert not (sweep / "1").exists(), "a job started after the Ctrl-C"
+    job = summaries(sweep)["0"]
+    assert job["status"] == "interrupted" and job["failed_stage"] == "train", job
+    assert job["stages"]["terminate"]["status"] == "succeeded"
+    assert len(table_lines(out, sweep)) == 1

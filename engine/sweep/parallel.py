@@ -15,7 +15,10 @@ Ctrl-C reaches it dies of its KeyboardInterrupt, which breaks the pool the same 
   state.json says it is running in a live process. A job checks the marker before each stage, after it wrote its
   state.json: whichever comes first, the job stops, its pod is deleted, and jobs not started yet do not rent;
 - an interrupted job in a worker returns (the runner raises SystemExit only in the main process), so joblib
-  collects every job and kills none.
+  collects every job and kills none;
+- a sweeper that launches in batches (Optuna: n_trials in batches of n_jobs) would go on launching after the
+  stop, and every later job would only be interrupted before its first stage (Optuna: a FAIL trial each). The
+  launcher's launch therefore ends the sweep, in the main thread, when it is called after a signal was taken.
 """
 from __future__ import annotations
 
@@ -171,6 +174,7 @@ def guard_main(sweep_dir: Path) -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     _start_resource_trackers()
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    _guard_launch()
     _watcher = _Watcher(sweep_dir)
     for s in SIGNALS:
         signal.signal(s, _watcher.caught)
@@ -187,6 +191,30 @@ def _start_resource_trackers() -> None:
 
     stdlib_tracker.ensure_running()
     loky_tracker.ensure_running()
+
+
+def _guard_launch() -> None:
+    """Wrap the joblib launcher's launch (Hydra makes the launcher after on_multirun_start, so its class): called
+    after a signal, it ends the sweep with the sweep's exit code instead of starting the next batch. The main
+    thread never sees the signal itself (blocked), so this is where the sweeper's loop can be left. Optuna keeps
+    the trials it asked for that batch as RUNNING in its storage; they were never launched."""
+    from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
+
+    launch = JoblibLauncher.launch
+    if getattr(launch, "lorapod_guarded", False):
+        return
+
+    def guarded(self, job_overrides, initial_job_idx):
+        if interrupted():
+            from engine.sweep import outcome
+
+            print(f"{interrupted()[0]}: the sweeper asked for {len(job_overrides)} more job(s); none is started",
+                  flush=True)
+            raise SystemExit(outcome.sweep_exit_code())
+        return launch(self, job_overrides, initial_job_idx)
+
+    guarded.lorapod_guarded = True
+    JoblibLauncher.launch = guarded
 
 
 def interrupted() -> list[str]:
