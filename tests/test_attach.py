@@ -106,6 +106,10 @@ def test_detach_then_attach(runpod_emulator, workdir, run_dir):
     assert run.proc.returncode == 0, run.output
     assert run.summary["status"] == "detached" and run.summary["stages"]["train"]["status"] == "detached"
     assert f"python -m engine.attach {run_dir}" in run.output
+    deadline = run.summary["deadline"]  # the cap the watchdog got, said as a time and the most it can cost
+    deletes_at = time.strftime("%Y-%m-%d %H:%M", time.localtime(deadline["deletes_at"]))
+    assert deadline["deletes_at"] == int(run.state["marks"]["pod_requested"]) + deadline["max_runtime_s"]
+    assert f"its own deadline deletes it at {deletes_at}" in run.output and "at most $" in run.output, run.output
     assert not {"fetch", "terminate"} & set(run.summary["stages"]), "nothing after train ran"
     assert len(emu.live_pods()) == 1 and not [r for r in emu.requests if r.method == "DELETE"]
     remote = pod_folder(workdir, run_dir)
