@@ -57,7 +57,8 @@ class Attach(BaseStage):
     name = STAGE
 
     def run(self, ctx: RunContext) -> None:
-        if "pod_terminated" in ctx.state.marks or (ctx.state.pod or {}).get("terminated"):
+        deleted = "pod_terminated" in ctx.state.marks or (ctx.state.pod or {}).get("terminated")
+        if deleted and "terminate" in ctx.state.stages:
             # The run died after its own terminate (in cost's billing wait, settle, register...): the adapter is
             # home and the pod deleted; the stages after terminate are what is left, and the delete time stands.
             logger.info("the run's pod was already deleted by the run itself: finishing the stages after terminate")
