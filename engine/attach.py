@@ -48,6 +48,7 @@ from engine.validate import validate
 
 FINISHED = {"succeeded": 0, "failed": 1, "interrupted": 130, "refused": 2}  # how a finished run exits again
 STAGE = "attach"
+STOPPED = ("EXITED", "ERROR")  # a pod that exists, holds its disk and bills for it, but runs nothing (runpod.md)
 
 
 class Attach(BaseStage):
@@ -56,19 +57,32 @@ class Attach(BaseStage):
     name = STAGE
 
     def run(self, ctx: RunContext) -> None:
+        deleted = "pod_terminated" in ctx.state.marks or (ctx.state.pod or {}).get("terminated")
+        if deleted and "terminate" in ctx.state.stages:
+            # The run died after its own terminate (in cost's billing wait, settle, register...): the adapter is
+            # home and the pod deleted; the stages after terminate are what is left, and the delete time stands.
+            logger.info("the run's pod was already deleted by the run itself: finishing the stages after terminate")
+            return
         if "train_launched" not in ctx.state.marks:
             where = ctx.state.outputs["attach"][-1]["from_stage"]
             raise StageError(f"the run stopped before training was launched on its pod (at stage {where}): there is "
                              "no training to pick up", "its pod is deleted now; run it again")
         pod = current_pod(ctx)
-        is_alive = getattr(ctx.provider, "is_alive", None)
-        if is_alive is not None and not is_alive(pod):
-            # Nothing left to delete: terminate must not try (and the bill stops when it went, not now).
+        status = _pod_status(ctx, pod)
+        if status is None:
+            # Nothing left to delete: terminate must not try. The bill stopped when it went, not now, so a delete
+            # time already recorded stays (only a missing one is filled in).
             ctx.state.pod["terminated"] = True
-            ctx.state.mark("pod_terminated")
+            if "pod_terminated" not in ctx.state.marks:
+                ctx.state.mark("pod_terminated")
             ctx.save()
             raise StageError(f"pod {pod.id} is gone (deleted from the console, or by its own deadline once nobody "
                              "followed the run): the training on it and whatever it made are lost",
+                             f"the run folder is kept as it was ({ctx.run_dir}); run again to train anew")
+        if status in STOPPED:
+            # A stopped pod still exists and bills for its disk: terminate (always) deletes it after this.
+            raise StageError(f"pod {pod.id} stopped ({status}) while nobody followed the run: the training on it "
+                             "ended with it; the pod is deleted now (a stopped pod still bills for its disk)",
                              f"the run folder is kept as it was ({ctx.run_dir}); run again to train anew")
         if not ctx.state.endpoint:
             raise StageError("state.json has no endpoint for the pod", "run again")
@@ -80,6 +94,16 @@ class Attach(BaseStage):
         mark_attached(ctx)  # a detached run's watchdog counts the heartbeat again (the beat is fresh first)
         budget.watch(ctx)  # budget.max_usd holds again from here, as the budget stage had it before
         logger.info(f"attached to pod {pod.id}" + (f" at {endpoint.host}:{endpoint.port}" if endpoint.host else ""))
+
+
+def _pod_status(ctx: RunContext, pod) -> str | None:
+    """The pod's status as the provider tells it; None when it is gone (deleted); "RUNNING" for a provider that
+    cannot tell (local, ssh: the connection says the rest)."""
+    pod_status = getattr(ctx.provider, "pod_status", None)
+    if pod_status is not None:
+        return pod_status(pod)
+    is_alive = getattr(ctx.provider, "is_alive", None)
+    return None if is_alive is not None and not is_alive(pod) else "RUNNING"
 
 
 def first_unfinished(state: RunState, names: list[str]) -> str | None:
@@ -149,7 +173,14 @@ def attach(run_dir: Path) -> int:
     if state.status in FINISHED:  # ended with its pod still up (a delete that failed): only cleanup is left
         logger.warning(f"run {state.run_id} already {state.status}, but pod {pod} is recorded as still up: deleting it")
         state.ended_at = None
-        return runner.drive(ctx, [(n, s) for n, s in stages if s.always], resume=True)
+        cleanup = [(n, s) for n, s in stages if s.always]
+        # The always-stages after the failed one (terminate) ran on a pod still up: cost read no final bill,
+        # settle kept the reservation. They run again once the pod is deleted.
+        names = [n for n, _ in cleanup]
+        failed = first_unfinished(state, names)
+        for name in names[names.index(failed):] if failed else []:
+            state.stages.pop(name, None)
+        return runner.drive(ctx, cleanup, resume=True)
     logger.info(f"attaching to run {state.run_id} ({state.status}; from stage {record['from_stage']}), pod {pod}")
     state.status, state.ended_at = "running", None
     state.stages.pop(STAGE, None)

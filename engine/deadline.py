@@ -135,6 +135,9 @@ def start_watchdog(ctx: RunContext) -> dict:
     deadline["armed"] = bool(deadline["armed"])
     deadline["reason"] = redact(str(deadline["reason"])) if deadline["reason"] else None
     deadline["extra_key"] = bool(key_env and os.environ.get(key_env))
+    # The cap the watchdog was given (not provider.max_runtime_s alone): what a detached run's message tells.
+    deadline["max_runtime_s"] = int(launch_env["LORAPOD_MAX_RUNTIME_S"])
+    deadline["deletes_at"] = int(launch_env["LORAPOD_STARTED_AT"]) + deadline["max_runtime_s"]
     ctx.state.outputs["deadline"] = deadline
     ctx.save()
     _report(ctx, deadline)

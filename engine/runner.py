@@ -192,6 +192,21 @@ def drive(ctx: RunContext, stages: list[tuple[str, object]], resume: bool = Fals
     return code
 
 
+def _detached_guard(ctx: RunContext) -> str:
+    """What happens to a detached pod nobody attaches to: only its deadline deletes it, adapter and all, and it
+    bills until then (training done or not)."""
+    deadline = ctx.state.outputs.get("deadline") or {}
+    if not deadline.get("armed"):
+        return "nothing deletes it meanwhile"
+    if not deadline.get("deletes_at"):
+        return "its own deadline deletes it meanwhile"
+    price = float((ctx.state.pod or {}).get("price_per_hour") or 0.0)
+    when = time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(deadline["deletes_at"]))
+    return (f"its own deadline deletes it at {when}, with whatever training made on it; until then it bills, "
+            f"training or idle: at most ${deadline['max_runtime_s'] / 3600 * price:.2f} at ${price:.2f}/h. "
+            "Attach before then")
+
+
 def _finish(ctx: RunContext, status: str, first: BaseException | None = None, stage: str | None = None) -> int:
     global _objective
     ctx.state.status = status
@@ -208,8 +223,7 @@ def _finish(ctx: RunContext, status: str, first: BaseException | None = None, st
     adapter = result["paths"]["adapter"]
     if status == "detached":
         pod = (ctx.state.pod or {}).get("id")
-        guard = ("its own deadline deletes it after provider.max_runtime_s meanwhile"
-                 if (ctx.state.outputs.get("deadline") or {}).get("armed") else "nothing deletes it meanwhile")
+        guard = _detached_guard(ctx)
         logger.success(f"detached: training goes on on pod {pod} ({guard}); pick it up with:\n"
                        f"    python -m engine.attach {shlex.quote(str(ctx.run_dir))}")
         return code

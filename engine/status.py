@@ -114,12 +114,40 @@ def run_notes(rows: list[RunRow], reap: str) -> list[str]:
             delete = f", or {reap} --pod {row.pod_id} deletes it" if row.pod_id and row.pod_live is not False and \
                 not row.pod_terminated else ""
             notes.append(f"{name}: state.json says running (stage {row.stage}) but its process "
-                         f"(pid {row.owner.get('pid')}) is gone; {pod}: {attach} picks it up{delete}")
+                         f"(pid {row.owner.get('pid')}) is gone; {pod}: {attach} picks it up{delete}"
+                         + (_watchdog_note(row) if row.pod_live is not False and not row.pod_terminated else ""))
         elif row.status == "detached":
             notes.append(f"{name}: detached; {attach} follows it to the end")
         elif row.status == "running?":
             notes.append(f"{name}: running on {row.owner.get('host')}, which this machine cannot check")
     return notes
+
+
+def heartbeat_timeout_s(folder: str) -> float | None:
+    """The run's provider.heartbeat_timeout_s from its composed config; None for a provider without a watchdog."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((Path(folder) / ".hydra" / "config.yaml").read_text(encoding="utf-8"))
+        value = cfg["provider"]["heartbeat_timeout_s"]
+    except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError):
+        return None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _watchdog_note(row: RunRow) -> str:
+    """Without a detach, the pod's watchdog deletes it provider.heartbeat_timeout_s after the heartbeat stopped,
+    so attach works only that long after the process died: said against state.json's last write (about when
+    the heartbeat stopped)."""
+    timeout = heartbeat_timeout_s(row.folder)
+    if timeout is None or row.last_write is None:
+        return ""
+    silent = max(0.0, time.time() - row.last_write)
+    if silent >= timeout:
+        return (f" (silent {silent / 60:.0f} min, past provider.heartbeat_timeout_s={timeout:.0f}s: its pod's "
+                "watchdog has probably deleted it)")
+    return (f" (silent {silent / 60:.0f} min: attach within {(timeout - silent) / 60:.0f} min, before its pod's "
+            f"watchdog deletes it at provider.heartbeat_timeout_s={timeout:.0f}s)")
 
 
 def _clean(text, width: int = 40) -> str:

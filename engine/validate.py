@@ -234,6 +234,7 @@ def validate(cfg: DictConfig) -> None:
     need(len(stages) > 0, "pipeline.stages", "must list at least one stage")
     cap = cfg.pipeline.max_runtime_s
     need(cap is None or cap > 0, "pipeline.max_runtime_s", "must be > 0 seconds, or null for no cap")
+    trains = False  # whether a stage of the pipeline is (or extends) stages.train.Train
     for name, node in stages.items():
         key = f"pipeline.stages.{name}._target_"
         target = node.get("_target_") if isinstance(node, DictConfig) else None
@@ -249,6 +250,11 @@ def validate(cfg: DictConfig) -> None:
             problems.append((key, f"{target} has no run(ctx) method"))
             continue
         problems.extend(getattr(cls, "check_config", lambda c: [])(cfg))
+        trains = trains or any(f"{c.__module__}.{c.__qualname__}" == "stages.train.Train" for c in cls.__mro__)
+    if cfg.provider.get("detach") and not trains:
+        # Only the train stage detaches; preflight's few steps would be followed, and the pod marked detached.
+        problems.append(("provider.detach", "is true, but the pipeline has no train stage to detach from: "
+                         "set provider.detach=false, or use a pipeline that trains (pipeline=default)"))
 
     if "image" not in missing and "image.repository" not in missing:
         problems.extend(image.check_config(cfg))

@@ -129,8 +129,9 @@ class Settle(BaseStage):
         line.update(spent_usd=round(usd, 6), source=source)
         pod = ctx.state.pod or {}
         if pod and not pod.get("terminated") and "pod_terminated" not in ctx.state.marks:
-            # Still billing (provider.detach, or a delete that failed): the job keeps its whole reservation, which
-            # the pod's deadline holds it to.
+            # Still billing after a delete that failed (a detached run never gets here: the runner stops before
+            # settle): the job keeps its whole reservation, which the pod's deadline holds it to, until
+            # engine.attach deletes the pod and runs cost and settle again.
             line["source"] = f"so far ({source}); pod {pod.get('id')} is still up, so its reservation stays"
             ctx.save()
             return

@@ -19,8 +19,9 @@ import shlex
 from loguru import logger
 from omegaconf import OmegaConf
 
+from engine.budget import BudgetReached
 from engine.context import PROJECT_ROOT, RunContext
-from engine.errors import LorapodError, StageError
+from engine.errors import Detached, Interrupted, LorapodError, StageError
 from engine.stage import BaseStage
 from engine.summary import billed_seconds
 
@@ -171,6 +172,8 @@ def _train_row(ctx: RunContext) -> dict:
     try:
         Upload().run(ctx)
         Train().run(ctx)
+    except (BudgetReached, Detached, Interrupted):
+        raise  # not a failed check: the run stops (a FAIL row would let the pod bill on to its deadline)
     except LorapodError as exc:
         return _row("train", FAIL, f"{steps} steps of {full_cfg.model.id or full_cfg.model.name}: {exc.message}")
     finally:

@@ -106,6 +106,10 @@ def test_detach_then_attach(runpod_emulator, workdir, run_dir):
     assert run.proc.returncode == 0, run.output
     assert run.summary["status"] == "detached" and run.summary["stages"]["train"]["status"] == "detached"
     assert f"python -m engine.attach {run_dir}" in run.output
+    deadline = run.summary["deadline"]  # the cap the watchdog got, said as a time and the most it can cost
+    deletes_at = time.strftime("%Y-%m-%d %H:%M", time.localtime(deadline["deletes_at"]))
+    assert deadline["deletes_at"] == int(run.state["marks"]["pod_requested"]) + deadline["max_runtime_s"]
+    assert f"its own deadline deletes it at {deletes_at}" in run.output and "at most $" in run.output, run.output
     assert not {"fetch", "terminate"} & set(run.summary["stages"]), "nothing after train ran"
     assert len(emu.live_pods()) == 1 and not [r for r in emu.requests if r.method == "DELETE"]
     remote = pod_folder(workdir, run_dir)
@@ -210,3 +214,70 @@ def test_a_pod_whose_deadline_is_not_armed_is_never_left_detached(runpod_emulato
     assert run.summary["status"] == "succeeded" and run.summary["deadline"]["armed"] is False
     assert "the pod's deadline is not armed" in run.output and "follows training to the end" in run.output
     assert_one_pod_and_none_left(emu, run)
+
+
+def test_attach_after_the_run_died_past_terminate_finishes_it_and_keeps_the_delete_time(runpod_emulator, workdir,
+                                                                                       run_dir):
+    """The laptop dies in cost's billing wait, after the pod was deleted: the adapter is home, so attach finishes
+    the stages left and the run succeeds; the delete time stays the real one (not the attach's), so the bill
+    counted is the pod's life, not how long the user waited."""
+    emu = runpod_emulator
+    emu.faults.billing_lag_s = 3600.0  # no bill shows: cost waits out provider.billing_wait_s
+    with Background(*canonical(emu, workdir, "train.max_steps=2", "provider.billing_wait_s=300"), run_dir=run_dir,
+                    env=env_for(emu)) as bg:
+        wait_for(lambda: (state(run_dir).get("stages", {}).get("cost") or {}).get("status") == "running", 300,
+                 "cost to wait for the bill")
+        bg.proc.kill()
+        bg.proc.communicate()
+    before = state(run_dir)
+    assert before["status"] == "running" and "pod_terminated" in before["marks"] and not emu.live_pods()
+    emu.faults.billing_lag_s = 0.5
+    time.sleep(2)  # the user attaches later: a delete time written now would be at least this much later
+
+    run = attach(run_dir, env_for(emu))
+    assert run.proc.returncode == 0, run.output
+    assert run.summary["status"] == "succeeded" and run.summary["paths"]["adapter"], run.output
+    assert run.state["marks"]["pod_terminated"] == before["marks"]["pod_terminated"]
+    assert run.summary["stages"]["cost"]["status"] == "succeeded"
+    assert_one_pod_and_none_left(emu, run)
+
+
+def test_attach_to_a_stopped_pod_deletes_it(runpod_emulator, workdir, run_dir):
+    """EXITED (the container crashed while nobody followed) is not gone: the pod still holds its disk and bills
+    for it, so attach says so and terminate deletes it."""
+    emu = runpod_emulator
+    with Background(*canonical(emu, workdir, "train.max_steps=100000"), run_dir=run_dir, env=env_for(emu)) as bg:
+        bg.wait_for_training()
+        bg.proc.kill()
+        bg.proc.communicate()
+    [pod] = emu.pods.values()
+    with emu._lock:  # as RunPod does when the container exits
+        pod.stop()
+    pod.kill_processes()
+
+    run = attach(run_dir, env_for(emu))
+    assert run.proc.returncode == 1, run.output
+    assert f"pod {pod.id} stopped (EXITED)" in run.summary["error"] and run.summary["failed_stage"] == "attach"
+    assert [r.path for r in emu.requests if r.method == "DELETE"] == [f"/v2/pods/{pod.id}"]
+    assert run.summary["stages"]["terminate"]["status"] == "succeeded" and run.summary["pod"]["terminated"] is True
+    assert_one_pod_and_none_left(emu, run)
+
+
+def test_attach_after_a_failed_delete_settles_the_run_again(runpod_emulator, workdir, run_dir):
+    """A delete that failed left cost and settle run against a pod still up (its reservation kept). Once attach
+    deletes the pod, they run again: the budget line no longer says the pod is up."""
+    emu = runpod_emulator
+    emu.faults.server_errors(count=10_000, status=503, methods=["DELETE"])
+    failed = run_lorapod(*canonical(emu, workdir, "train.max_steps=2", "provider.api_retry_s=2",
+                                    "provider.billing_wait_s=0"), run_dir=run_dir, env=env_for(emu))
+    assert failed.proc.returncode == 1 and failed.summary["failed_stage"] == "terminate", failed.output
+    assert "is still up" in failed.summary["budget"]["source"]
+    first_cost = failed.state["stages"]["cost"]["ended_at"]
+    emu.faults.rules.clear()
+
+    run = attach(run_dir, env_for(emu))
+    assert run.summary["pod"]["terminated"] is True and not emu.live_pods(), run.output
+    assert run.summary["stages"]["terminate"]["status"] == "succeeded"
+    assert run.state["stages"]["cost"]["ended_at"] > first_cost, "cost read the bill again"
+    assert "still up" not in run.summary["budget"]["source"], run.summary["budget"]
+    assert_nothing_billing_and_data_kept(emu, run)

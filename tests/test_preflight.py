@@ -130,3 +130,28 @@ def test_a_cap_shorter_than_the_start_it_allows_is_a_config_error(runpod_emulato
     assert re.search(r"pipeline\.max_runtime_s: \(1200s\) must be more than image\.ready_timeout_s plus "
                      r"probe\.timeout_s \(2100s\).*pipeline\.max_runtime_s=2700", run.output), run.output
     assert emu.requests == []
+
+
+def test_ctrl_c_during_preflight_training_stops_the_run_not_only_its_check(runpod_emulator, tmp_path):
+    """Ctrl-C (like a budget reached, or a detach) is no failed check: the run is interrupted at once and its pod
+    deleted, rather than preflight carrying on with a FAIL row."""
+    import signal
+
+    from tests.conftest import Background
+
+    emu, run_dir = runpod_emulator, tmp_path / "run"
+    with Background(*preflight(emu, tmp_path / "disk", None, "preflight.require_gpu=false", "preflight.train=true",
+                               "preflight.steps=100000", "model=tiny"), run_dir=run_dir, env=env_for(emu)) as bg:
+        bg.wait_for_training()
+        bg.proc.send_signal(signal.SIGINT)
+        run = bg.finish(timeout=300)
+    assert run.proc.returncode == 130, run.output
+    assert run.summary["status"] == "interrupted" and run.summary["stages"]["preflight"]["status"] == "interrupted"
+    assert not any(r["check"] == "train" for r in run.summary.get("preflight") or []), "no FAIL row for a Ctrl-C"
+    assert_nothing_billing_and_data_kept(emu, run)
+
+
+def test_detach_in_a_pipeline_without_a_train_stage_is_a_config_error(tmp_path):
+    run = run_lorapod("gpu=rtx5090", "pipeline=preflight", "provider.detach=true", run_dir=tmp_path / "run")
+    assert run.proc.returncode == 2, run.output
+    assert "provider.detach: is true, but the pipeline has no train stage" in run.output

@@ -286,3 +286,23 @@ def test_no_runs_folder_is_said_plainly(tmp_path):
     proc = status(tmp_path, "--runs-dir", str(tmp_path / "nowhere"))
     assert proc.returncode == 0 and f"no runs under {tmp_path / 'nowhere'}" in proc.stdout
     assert "no such folder" in proc.stderr
+
+
+def test_a_stale_run_says_how_long_its_pods_watchdog_waits(tmp_path):
+    """Without a detach, the pod's watchdog deletes the pod provider.heartbeat_timeout_s after the run went
+    silent: a stale run's note says whether attach is still in time."""
+    runs = tmp_path / "runs"
+    for suffix, silent_s in (("aaaa", 20 * 60), ("bbbb", 60)):
+        folder = runs / suffix
+        save_state(folder, f"20260101-000000-{suffix}", "running", owner=dead_owner(),
+                   marks={"train_launched": time.time() - silent_s},
+                   pod={"id": f"pod{suffix}", "name": f"lorapod-20260101-000000-{suffix}", "provider": "runpod",
+                        "terminated": False})
+        (folder / ".hydra").mkdir()
+        (folder / ".hydra" / "config.yaml").write_text("provider:\n  heartbeat_timeout_s: 900\n")
+        os.utime(folder / "state.json", (time.time() - silent_s, time.time() - silent_s))
+    text = status(tmp_path).stdout
+    [late] = [line for line in text.splitlines() if "20260101-000000-aaaa:" in line]
+    [soon] = [line for line in text.splitlines() if "20260101-000000-bbbb:" in line]
+    assert "silent 20 min, past provider.heartbeat_timeout_s=900s: its pod's watchdog has probably deleted it" in late
+    assert "silent 1 min: attach within 14 min" in soon, text

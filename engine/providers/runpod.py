@@ -538,8 +538,14 @@ class RunPodProvider:
                 time.sleep(min(2.0, self.settings.poll_interval_s))
 
     def is_alive(self, pod: Pod) -> bool:
+        """Whether the pod still runs (a stopped one does not, though it exists): train's test of a lost pod."""
+        return self.pod_status(pod) not in (None, "EXITED", "ERROR")
+
+    def pod_status(self, pod: Pod) -> str | None:
+        """The pod's status; None when it is gone (404 or TERMINATED). EXITED and ERROR pods still exist and
+        bill for their disk (runpod-openapi-v2.json, pod actions): only a delete ends them."""
         info = self.api.get_pod(pod.id)
-        return info is not None and info.get("status") not in (*GONE, "EXITED", "ERROR")
+        return None if info is None or info.get("status") in GONE else info.get("status")
 
     def manual_terminate_hint(self, pod: Pod | None) -> str:
         if pod is None:  # a create was sent but no pod recorded: reap finds it by the run's name
