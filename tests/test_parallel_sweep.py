@@ -110,7 +110,7 @@ def test_a_stopped_parallel_sweep_deletes_every_pod_and_keeps_what_finished(runp
     assert sorted(deletes) == sorted(f"/v2/pods/{p.id}" for p in emu.pods.values()), deletes
     assert "final check: no pod of this sweep's 3 RunPod run(s) is up" in out
     [head] = table_lines(out, sweep)
-    assert f"best: job 0 (train.max_steps=3)" in head
+    assert "best: job 0 (train.max_steps=3)" in head
     rows = list(csv.DictReader((sweep / "sweep-summary.csv").open()))
     assert [r["status"] for r in rows] == ["succeeded", "interrupted", "interrupted"]
 
