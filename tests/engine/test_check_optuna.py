@@ -2,26 +2,11 @@
 (every choice, both ends of each interval), so a value that cannot work fails before the first trial."""
 from __future__ import annotations
 
-import shutil
 import subprocess
-
-import pytest
 
 from engine.compose import jobs
 from tests.conftest import PYTHON, REPO, lorapod_env
-
-
-def check(*args: str, cwd) -> subprocess.CompletedProcess:
-    env = lorapod_env()
-    env["PYTHONPATH"] = str(REPO)
-    return subprocess.run([PYTHON, "-m", "engine.check", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300)
-
-
-@pytest.fixture
-def conf(tmp_path):
-    shutil.copytree(REPO / "conf", tmp_path / "conf")
-    return tmp_path / "conf"
+from tests.engine.test_check import check, conf  # noqa: F401  (conf: a fixture)
 
 
 def test_the_corners_of_the_search_space_are_composed():
